@@ -1,0 +1,36 @@
+# make demo   set up .venv (first run only) and run the main job: torch vs flax parity table + timings
+# make test   set up .venv (first run only) and run the whole test suite
+# make test-fast / test-slow   the suite without / with only the slow (B/16-size) checks
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch is pinned to the build that lies on this kind of machine's disk (DEVELOPERS.md); torchvision
+# beside it keeps a later timm install from moving torch. pyproject.toml keeps lower bounds only.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PYTEST := $(PY) -m pytest -n 2
+
+.PHONY: setup demo test test-fast test-slow clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[test]' $(TORCH_PINS)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/vit-demo
+
+test: setup
+	$(PYTEST)
+
+test-fast: setup
+	$(PYTEST) -m "not slow"
+
+test-slow: setup
+	$(PYTEST) -m slow
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,23 @@
+"""The twin ViT in Flax linen (channels-last input). Never imports torch."""
+
+from vit_common.config import ViTConfig
+from vit_flax.image_processing import preprocess_image
+from vit_flax.model import (
+    ViTAttention,
+    ViTEmbeddings,
+    ViTEncoder,
+    ViTForImageClassification,
+    ViTIntermediate,
+    ViTLayer,
+    ViTOutput,
+    ViTPatchEmbeddings,
+    ViTSelfAttention,
+    ViTSelfOutput,
+    VisionTransformer,
+)
+
+__all__ = [
+    "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
+    "ViTIntermediate", "ViTLayer", "ViTOutput", "ViTPatchEmbeddings", "ViTSelfAttention",
+    "ViTSelfOutput", "VisionTransformer", "preprocess_image",
+]

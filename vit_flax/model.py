@@ -1,0 +1,233 @@
+"""The Vision Transformer in Flax linen. vit_torch/model.py is its twin: same classes, same order,
+same attribute names; `setup` pairs with `__init__` and `__call__` with `forward`.
+
+The params tree is exactly HF transformers' Flax ViT tree (`kernel` / `scale`, layers "0", "1", ...).
+Inputs are channels-last (B, H, W, C). Inference by default; `train=True` turns dropout on and needs
+a "dropout" rng.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from vit_flax.linen_utils import ModuleList, ViTModule
+
+
+def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
+    # N(0, std^2) cut at two standard deviations, as vit_torch's nn.init.trunc_normal_ draws.
+    return jax.nn.initializers.truncated_normal(stddev=std, lower=-2.0, upper=2.0)
+
+
+def _activation(hidden_act: str) -> Callable[[jax.Array], jax.Array]:
+    if hidden_act == "gelu":
+        # flax's gelu defaults to the tanh approximation; torch's nn.GELU() is the exact erf form
+        return lambda x: nn.gelu(x, approximate=False)
+    elif hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
+        # Google's checkpoints were trained with the tanh approximation
+        return lambda x: nn.gelu(x, approximate=True)
+    else:
+        raise ValueError(f"unsupported hidden_act {hidden_act!r}")
+
+
+def _dense(m: ViTModule, features: int, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias, dtype=m.dtype, param_dtype=m.param_dtype,
+                    kernel_init=_trunc_normal(m.config.initializer_range),
+                    bias_init=jax.nn.initializers.zeros)
+
+
+def _layernorm(m: ViTModule) -> nn.LayerNorm:
+    # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance
+    return nn.LayerNorm(epsilon=m.config.layer_norm_eps, use_fast_variance=False,
+                        dtype=m.dtype, param_dtype=m.param_dtype)
+
+
+class ViTPatchEmbeddings(ViTModule):
+    """(B, H, W, C) pixels -> (B, N, hidden) patch vectors, one per non-overlapping patch."""
+
+    def setup(self) -> None:
+        config = self.config
+        self.pixel_shape = (*config.image_hw, config.num_channels)  # (H, W, C)
+        p = config.patch_size
+        self.projection = nn.Conv(
+            config.hidden_size, kernel_size=(p, p), strides=(p, p), padding="VALID",
+            dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=_trunc_normal(config.initializer_range), bias_init=jax.nn.initializers.zeros)
+
+    def __call__(self, pixel_values: jax.Array) -> jax.Array:
+        _check_pixels(self.pixel_shape, pixel_values)
+        x = self.projection(pixel_values)  # (B, H/p, W/p, hidden)
+        b, h, w, d = x.shape
+        return x.reshape(b, h * w, d)  # (B, N, hidden), patches in row-major (h, w) order
+
+
+class ViTEmbeddings(ViTModule):
+    """Patch vectors with a [CLS] token in front and learned position embeddings added."""
+
+    def setup(self) -> None:
+        config = self.config
+        init = _trunc_normal(config.initializer_range)
+        self.cls_token = self.param("cls_token", init, (1, 1, config.hidden_size), self.param_dtype)
+        self.patch_embeddings = ViTPatchEmbeddings(config, self.dtype, self.param_dtype)
+        self.position_embeddings = self.param(
+            "position_embeddings", init, (1, config.num_patches + 1, config.hidden_size),
+            self.param_dtype)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
+        x = self.patch_embeddings(pixel_values)  # (B, N, hidden)
+        cls = jnp.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+        x = jnp.concatenate([cls, x], axis=1) + self.position_embeddings.astype(x.dtype)
+        return self.dropout(x, deterministic=not train)  # (B, N + 1, hidden)
+
+
+class ViTSelfAttention(ViTModule):
+    """Multi-head scaled dot-product self-attention; returns the heads concatenated."""
+
+    def setup(self) -> None:
+        config = self.config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        d = config.hidden_size
+        self.query = _dense(self, d, use_bias=config.qkv_bias)
+        self.key = _dense(self, d, use_bias=config.qkv_bias)
+        self.value = _dense(self, d, use_bias=config.qkv_bias)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        b, n, _ = x.shape
+        heads, head_dim = self.num_heads, self.head_dim
+
+        def split(t: jax.Array) -> jax.Array:
+            return t.reshape(b, n, heads, head_dim)  # (B, N, heads, head_dim)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, heads, N, N)
+        # softmax in at least float32, as torch does for half-precision inputs
+        probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
+        probs = self.dropout(probs.astype(scores.dtype), deterministic=not train)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, N, heads, head_dim)
+        return context.reshape(b, n, heads * head_dim)  # (B, N, hidden)
+
+
+class ViTSelfOutput(ViTModule):
+    """The attention's output projection. The residual is added in ViTLayer (pre-norm block)."""
+
+    def setup(self) -> None:
+        self.dense = _dense(self, self.config.hidden_size)
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.dropout(self.dense(x), deterministic=not train)
+
+
+class ViTAttention(ViTModule):
+    """Self-attention followed by its output projection."""
+
+    def setup(self) -> None:
+        self.attention = ViTSelfAttention(self.config, self.dtype, self.param_dtype)
+        self.output = ViTSelfOutput(self.config, self.dtype, self.param_dtype)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.output(self.attention(x, train), train)
+
+
+class ViTIntermediate(ViTModule):
+    """The MLP's first half: hidden -> intermediate, then the activation."""
+
+    def setup(self) -> None:
+        self.dense = _dense(self, self.config.intermediate_size)
+        self.act = _activation(self.config.hidden_act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.act(self.dense(x))
+
+
+class ViTOutput(ViTModule):
+    """The MLP's second half: intermediate -> hidden, dropout, plus the residual."""
+
+    def setup(self) -> None:
+        self.dense = _dense(self, self.config.hidden_size)
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+
+    def __call__(self, x: jax.Array, residual: jax.Array, train: bool = False) -> jax.Array:
+        return self.dropout(self.dense(x), deterministic=not train) + residual
+
+
+class ViTLayer(ViTModule):
+    """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h))."""
+
+    def setup(self) -> None:
+        self.attention = ViTAttention(self.config, self.dtype, self.param_dtype)
+        self.intermediate = ViTIntermediate(self.config, self.dtype, self.param_dtype)
+        self.output = ViTOutput(self.config, self.dtype, self.param_dtype)
+        self.layernorm_before = _layernorm(self)
+        self.layernorm_after = _layernorm(self)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        h = x + self.attention(self.layernorm_before(x), train)
+        return self.output(self.intermediate(self.layernorm_after(h)), h, train)
+
+
+class ViTEncoder(ViTModule):
+    """num_hidden_layers ViTLayers in sequence."""
+
+    def setup(self) -> None:
+        self.layer = ModuleList([
+            ViTLayer(self.config, self.dtype, self.param_dtype, parent=None, name=str(i))
+            for i in range(self.config.num_hidden_layers)])
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for layer in self.layer:
+            x = layer(x, train)
+        return x
+
+
+class VisionTransformer(ViTModule):
+    """pixels (B, H, W, C) -> the [CLS] token after the final LayerNorm, (B, hidden)."""
+
+    def setup(self) -> None:
+        self.embeddings = ViTEmbeddings(self.config, self.dtype, self.param_dtype)
+        self.encoder = ViTEncoder(self.config, self.dtype, self.param_dtype)
+        self.layernorm = _layernorm(self)
+
+    def forward_features(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
+        """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
+        return self.layernorm(self.encoder(self.embeddings(pixel_values, train), train))
+
+    def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
+        return self.forward_features(pixel_values, train)[:, 0]  # (B, hidden)
+
+
+class ViTForImageClassification(ViTModule):
+    """VisionTransformer plus a linear classifier on the [CLS] token: logits (B, num_labels)."""
+
+    def setup(self) -> None:
+        if self.config.num_labels < 1:
+            raise ValueError(f"ViTForImageClassification needs num_labels >= 1, got "
+                             f"{self.config.num_labels}; use VisionTransformer for embeddings")
+        self.vit = VisionTransformer(self.config, self.dtype, self.param_dtype)
+        self.classifier = _dense(self, self.config.num_labels)
+
+    def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
+        return self.classifier(self.vit(pixel_values, train))
+
+
+def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array) -> None:
+    if not hasattr(pixel_values, "shape") or not hasattr(pixel_values, "ndim"):
+        raise TypeError(f"expected an array of pixels (B, H, W, C), got "
+                        f"{type(pixel_values).__name__}")
+    if pixel_values.ndim != 4:
+        raise ValueError(f"expected pixels of shape (B, H, W, C) = (B, {want[0]}, {want[1]}, "
+                         f"{want[2]}), got {tuple(pixel_values.shape)} (rank {pixel_values.ndim})")
+    got = tuple(pixel_values.shape[1:])
+    if got != want:
+        hint = ""
+        if pixel_values.shape[1] == want[2] and got[2] != want[2]:
+            hint = "; this looks channels-first (B, C, H, W): use pixels.transpose(0, 2, 3, 1)"
+        raise ValueError(f"expected pixels (B, H, W, C) = (B, {want[0]}, {want[1]}, {want[2]}), got "
+                         f"{tuple(pixel_values.shape)}{hint}")

@@ -1,0 +1,25 @@
+"""The twin ViT in PyTorch (channels-first input). Never imports jax or flax."""
+
+from vit_common.config import ViTConfig
+from vit_torch.image_processing import preprocess_image
+from vit_torch.model import (
+    ViTAttention,
+    ViTEmbeddings,
+    ViTEncoder,
+    ViTForImageClassification,
+    ViTIntermediate,
+    ViTLayer,
+    ViTOutput,
+    ViTPatchEmbeddings,
+    ViTSelfAttention,
+    ViTSelfOutput,
+    VisionTransformer,
+    init_weights,
+)
+from vit_torch.utils import load_numpy_state_dict
+
+__all__ = [
+    "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
+    "ViTIntermediate", "ViTLayer", "ViTOutput", "ViTPatchEmbeddings", "ViTSelfAttention",
+    "ViTSelfOutput", "VisionTransformer", "init_weights", "load_numpy_state_dict", "preprocess_image",
+]

@@ -1,0 +1,237 @@
+"""The Vision Transformer in PyTorch. vit_flax/model.py is its twin: same classes, same order, same
+attribute names; `__init__` pairs with `setup` and `forward` with `__call__`.
+
+State-dict keys are exactly HF transformers' ViTModel (without pooler) / ViTForImageClassification
+keys, so HF checkpoints load with no renaming.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vit_common.config import ViTConfig
+
+
+def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    # N(0, std^2) cut at two standard deviations: jax.nn.initializers.truncated_normal's law.
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+
+
+def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if hidden_act == "gelu":
+        return F.gelu  # exact, erf-based
+    elif hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
+        # Google's checkpoints were trained with the tanh approximation
+        return functools.partial(F.gelu, approximate="tanh")
+    else:
+        raise ValueError(f"unsupported hidden_act {hidden_act!r}")
+
+
+class ViTPatchEmbeddings(nn.Module):
+    """(B, C, H, W) pixels -> (B, N, hidden) patch vectors, one per non-overlapping patch."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.pixel_shape = (config.num_channels, *config.image_hw)  # (C, H, W)
+        p = config.patch_size
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        _check_pixels(self.pixel_shape, pixel_values)
+        x = self.projection(pixel_values)  # (B, hidden, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # (B, N, hidden), patches in row-major (h, w) order
+
+
+class ViTEmbeddings(nn.Module):
+    """Patch vectors with a [CLS] token in front and learned position embeddings added."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.empty(1, 1, config.hidden_size))
+        self.patch_embeddings = ViTPatchEmbeddings(config)
+        self.position_embeddings = nn.Parameter(
+            torch.empty(1, config.num_patches + 1, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embeddings(pixel_values)  # (B, N, hidden)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, hidden)
+        x = torch.cat([cls, x], dim=1) + self.position_embeddings  # (B, N + 1, hidden)
+        return self.dropout(x)
+
+
+class ViTSelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention; returns the heads concatenated."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        d = config.hidden_size
+        self.query = nn.Linear(d, d, bias=config.qkv_bias)
+        self.key = nn.Linear(d, d, bias=config.qkv_bias)
+        self.value = nn.Linear(d, d, bias=config.qkv_bias)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        heads, head_dim = self.num_heads, self.head_dim
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, heads, head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # (B, heads, N, N)
+        probs = self.dropout(scores.softmax(dim=-1))
+        context = probs @ v  # (B, heads, N, head_dim)
+        return context.transpose(1, 2).reshape(b, n, heads * head_dim)  # (B, N, hidden)
+
+
+class ViTSelfOutput(nn.Module):
+    """The attention's output projection. The residual is added in ViTLayer (pre-norm block)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(x))
+
+
+class ViTAttention(nn.Module):
+    """Self-attention followed by its output projection."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.attention = ViTSelfAttention(config)
+        self.output = ViTSelfOutput(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.attention(x))
+
+
+class ViTIntermediate(nn.Module):
+    """The MLP's first half: hidden -> intermediate, then the activation."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = _activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(x))
+
+
+class ViTOutput(nn.Module):
+    """The MLP's second half: intermediate -> hidden, dropout, plus the residual."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(x)) + residual
+
+
+class ViTLayer(nn.Module):
+    """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h))."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.attention = ViTAttention(config)
+        self.intermediate = ViTIntermediate(config)
+        self.output = ViTOutput(config)
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.layernorm_before(x))
+        return self.output(self.intermediate(self.layernorm_after(h)), h)
+
+
+class ViTEncoder(nn.Module):
+    """num_hidden_layers ViTLayers in sequence."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """pixels (B, C, H, W) -> the [CLS] token after the final LayerNorm, (B, hidden)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = ViTEmbeddings(config)
+        self.encoder = ViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.apply(functools.partial(init_weights, config))
+
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
+        return self.layernorm(self.encoder(self.embeddings(pixel_values)))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(pixel_values)[:, 0]  # (B, hidden)
+
+
+class ViTForImageClassification(nn.Module):
+    """VisionTransformer plus a linear classifier on the [CLS] token: logits (B, num_labels)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        if config.num_labels < 1:
+            raise ValueError(f"ViTForImageClassification needs num_labels >= 1, got "
+                             f"{config.num_labels}; use VisionTransformer for embeddings")
+        self.config = config
+        self.vit = VisionTransformer(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(config, self.classifier)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.vit(pixel_values))
+
+
+def init_weights(config: ViTConfig, module: nn.Module) -> None:
+    """HF ViT's initialisation, with the truncation at 2 std that vit_flax uses too."""
+    std = config.initializer_range
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        _trunc_normal(module.weight.data, std)
+        if module.bias is not None:
+            module.bias.data.zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+    elif isinstance(module, ViTEmbeddings):
+        _trunc_normal(module.cls_token.data, std)
+        _trunc_normal(module.position_embeddings.data, std)
+
+
+def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor of pixels (B, C, H, W), got "
+                        f"{type(pixel_values).__name__}")
+    if pixel_values.ndim != 4:
+        raise ValueError(f"expected pixels of shape (B, C, H, W) = (B, {want[0]}, {want[1]}, "
+                         f"{want[2]}), got {tuple(pixel_values.shape)} (rank {pixel_values.ndim})")
+    got = tuple(pixel_values.shape[1:])
+    if got != want:
+        hint = ""
+        if pixel_values.shape[-1] == want[0] and got[0] != want[0]:
+            hint = "; this looks channels-last (B, H, W, C): use pixels.permute(0, 3, 1, 2)"
+        raise ValueError(f"expected pixels (B, C, H, W) = (B, {want[0]}, {want[1]}, {want[2]}), got "
+                         f"{tuple(pixel_values.shape)}{hint}")
