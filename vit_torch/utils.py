@@ -12,8 +12,8 @@ from torch import nn
 def to_tensor(array: np.ndarray) -> torch.Tensor:
     """numpy -> torch, bfloat16 (ml_dtypes) included, which torch.from_numpy refuses."""
     if array.dtype.name == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array))  # a writable copy: jax hands out read-only buffers
 
 
 def load_numpy_state_dict(model: nn.Module, state: Mapping[str, np.ndarray]) -> nn.Module:

@@ -1,0 +1,107 @@
+"""Every component pair on its own and the whole model: same weights, same inputs, same outputs.
+
+Parametrized over tiny configs x {float32, float64} x {torch-initialised -> flax,
+flax-initialised -> torch}. Bounds (DESIGN.md): float64 max |diff| <= 1e-12, float32 <= 1e-5.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from parity_tests.twins import TINY_CONFIGS, TOLERANCE, Twin, make_twin, max_diff, pixels, tokens
+
+DIRECTIONS = ("torch->flax", "flax->torch")
+
+
+@functools.lru_cache(maxsize=None)
+def twin(config_name: str, dtype: str, direction: str) -> Twin:
+    return make_twin(TINY_CONFIGS[config_name], dtype, direction)  # type: ignore[arg-type]
+
+
+def _hidden(t: Twin) -> tuple[int, int, int]:
+    return (2, t.config.num_patches + 1, t.config.hidden_size)  # (B, N + 1, hidden)
+
+
+def _mlp(t: Twin) -> tuple[int, int, int]:
+    return (2, t.config.num_patches + 1, t.config.intermediate_size)
+
+
+# component name -> (torch module, flax bound module, inputs as (torch args, flax args))
+Inputs = Callable[[Twin], tuple[tuple[Any, ...], tuple[Any, ...]]]
+
+
+def _one(make: Callable[[Twin], tuple[Any, Any]]) -> Inputs:
+    return lambda t: tuple((x,) for x in make(t))  # type: ignore[return-value]
+
+
+def _pixels(t: Twin) -> tuple[Any, Any]:
+    return pixels(t.config, t.dtype)
+
+
+def _tokens(shape: Callable[[Twin], tuple[int, ...]], seed: int = 2) -> Callable[[Twin], tuple[Any, Any]]:
+    return lambda t: tokens(shape(t), t.dtype, seed)
+
+
+def _output_inputs(t: Twin) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    (x_pt, x_fx), (r_pt, r_fx) = tokens(_mlp(t), t.dtype), tokens(_hidden(t), t.dtype, seed=3)
+    return (x_pt, r_pt), (x_fx, r_fx)
+
+
+COMPONENTS: dict[str, tuple[Callable[[Any], Any], Inputs]] = {
+    "ViTPatchEmbeddings": (lambda m: m.vit.embeddings.patch_embeddings, _one(_pixels)),
+    "ViTEmbeddings": (lambda m: m.vit.embeddings, _one(_pixels)),
+    "ViTSelfAttention": (lambda m: m.vit.encoder.layer[0].attention.attention, _one(_tokens(_hidden))),
+    "ViTSelfOutput": (lambda m: m.vit.encoder.layer[0].attention.output, _one(_tokens(_hidden))),
+    "ViTAttention": (lambda m: m.vit.encoder.layer[0].attention, _one(_tokens(_hidden))),
+    "ViTIntermediate": (lambda m: m.vit.encoder.layer[0].intermediate, _one(_tokens(_hidden))),
+    "ViTOutput": (lambda m: m.vit.encoder.layer[0].output, _output_inputs),
+    "ViTLayer": (lambda m: m.vit.encoder.layer[-1], _one(_tokens(_hidden))),
+    "ViTEncoder": (lambda m: m.vit.encoder, _one(_tokens(_hidden))),
+    "VisionTransformer": (lambda m: m.vit, _one(_pixels)),
+    "ViTForImageClassification": (lambda m: m, _one(_pixels)),
+}
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config_name", list(TINY_CONFIGS))
+@pytest.mark.parametrize("component", list(COMPONENTS))
+def test_component_parity(component: str, config_name: str, dtype: str, direction: str) -> None:
+    t = twin(config_name, dtype, direction)
+    get, make_inputs = COMPONENTS[component]
+    args_pt, args_fx = make_inputs(t)
+    with torch.no_grad():
+        out_pt = get(t.torch_model)(*args_pt)
+    out_fx = get(t.bound)(*args_fx)
+    diff = max_diff(out_pt, out_fx)
+    assert diff <= TOLERANCE[dtype], (
+        f"{component} [{config_name}, {dtype}, {direction}]: max |diff| {diff:.3e} > "
+        f"{TOLERANCE[dtype]:g}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config_name", list(TINY_CONFIGS))
+def test_forward_features_parity(config_name: str, dtype: str) -> None:
+    """All tokens after the final LayerNorm, not just [CLS]: catches a wrong patch order."""
+    t = twin(config_name, dtype, "torch->flax")
+    x_pt, x_fx = pixels(t.config, dtype)
+    with torch.no_grad():
+        out_pt = t.torch_model.vit.forward_features(x_pt)
+    out_fx = t.bound.vit.forward_features(x_fx)
+    assert max_diff(out_pt, out_fx) <= TOLERANCE[dtype]
+
+
+def test_parity_suite_detects_a_transposed_kernel() -> None:
+    """The comparison has teeth: one transposed square kernel must break parity far beyond 1e-5."""
+    t = make_twin(TINY_CONFIGS["h48-3heads"], "float32", "torch->flax")
+    q = t.params["vit"]["encoder"]["layer"]["0"]["attention"]["attention"]["query"]
+    q["kernel"] = q["kernel"].T
+    x_pt, x_fx = pixels(t.config, "float32")
+    with torch.no_grad():
+        out_pt = t.torch_model(x_pt)
+    assert max_diff(out_pt, t.flax_model.apply({"params": t.params}, x_fx)) > 1e-3

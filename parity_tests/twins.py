@@ -1,0 +1,109 @@
+"""Helpers for the parity tests: build a torch/flax pair holding the same weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import vit_flax
+import vit_torch
+from vit_common.config import ViTConfig
+from vit_common.convert import flax_to_torch, torch_to_flax
+
+Direction = Literal["torch->flax", "flax->torch"]
+DTYPES = {"float32": (torch.float32, jnp.float32, np.float32),
+          "float64": (torch.float64, jnp.float64, np.float64)}
+# DESIGN.md's bounds: max |diff| of any output element on the tiny configs
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
+
+# Tiny configs chosen to catch layout bugs: heads that don't divide evenly into a power of two,
+# non-square patch grids (h vs w swaps), no qkv bias, both GELUs, both common eps, one channel.
+TINY_CONFIGS: dict[str, ViTConfig] = {
+    "h48-3heads": ViTConfig(hidden_size=48, num_attention_heads=3, num_hidden_layers=2,
+                            intermediate_size=96, image_size=24, patch_size=6, num_labels=7),
+    "nonsquare-noqkvbias-tanh": ViTConfig(
+        hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=80,
+        image_size=(16, 28), patch_size=4, qkv_bias=False, hidden_act="gelu_new",
+        layer_norm_eps=1e-6, num_labels=3),
+    "1channel-pttanh-eps1e-12": ViTConfig(
+        hidden_size=24, num_attention_heads=2, num_hidden_layers=1, intermediate_size=40,
+        image_size=(15, 9), patch_size=3, num_channels=1, hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-12, num_labels=2),
+    "deep-eps1e-6": ViTConfig(hidden_size=40, num_attention_heads=5, num_hidden_layers=3,
+                              intermediate_size=64, image_size=20, patch_size=5,
+                              layer_norm_eps=1e-6, num_labels=4),
+}
+
+
+@dataclasses.dataclass
+class Twin:
+    config: ViTConfig
+    torch_model: torch.nn.Module  # ViTForImageClassification, eval mode
+    flax_model: Any  # vit_flax.ViTForImageClassification
+    params: dict[str, Any]
+    dtype: str
+
+    @property
+    def bound(self) -> Any:
+        return self.flax_model.bind({"params": self.params})
+
+
+def perturb_torch(model: torch.nn.Module, seed: int) -> None:
+    """Random values in every tensor, biases and LayerNorm scales included: a swapped bias or scale
+    is invisible while they are all 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+
+
+def perturb_flax(params: Any, seed: int) -> Any:
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [p + 0.1 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+
+
+def make_twin(config: ViTConfig, dtype: str, direction: Direction, seed: int = 0) -> Twin:
+    torch_dtype, jax_dtype, _ = DTYPES[dtype]
+    fx = vit_flax.ViTForImageClassification(config, dtype=jax_dtype, param_dtype=jax_dtype)
+    if direction == "torch->flax":
+        torch.manual_seed(seed)
+        pt = vit_torch.ViTForImageClassification(config).to(torch_dtype).eval()
+        perturb_torch(pt, seed)
+        params = jax.tree_util.tree_map(jnp.asarray, torch_to_flax(pt.state_dict(), config))
+    elif direction == "flax->torch":
+        h, w = config.image_hw
+        params = fx.init(jax.random.key(seed), jnp.zeros((1, h, w, config.num_channels), jax_dtype))
+        params = perturb_flax(params["params"], seed)
+        pt = vit_torch.ViTForImageClassification(config).to(torch_dtype).eval()
+        vit_torch.load_numpy_state_dict(pt, flax_to_torch(params, config))
+    else:
+        raise ValueError(f"unknown direction {direction!r}")
+    return Twin(config, pt, fx, params, dtype)
+
+
+def pixels(config: ViTConfig, dtype: str, batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, jax.Array]:
+    """Fresh random pixels: torch (B, C, H, W) and the same values flax-style (B, H, W, C)."""
+    h, w = config.image_hw
+    x = np.random.default_rng(seed).normal(size=(batch, h, w, config.num_channels))
+    x = x.astype(DTYPES[dtype][2])
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), jnp.asarray(x)
+
+
+def tokens(shape: tuple[int, ...], dtype: str, seed: int = 2) -> tuple[torch.Tensor, jax.Array]:
+    x = np.random.default_rng(seed).normal(size=shape).astype(DTYPES[dtype][2])
+    return torch.from_numpy(x.copy()), jnp.asarray(x)
+
+
+def max_diff(a: torch.Tensor, b: jax.Array) -> float:
+    a_np = a.detach().numpy()
+    b_np = np.asarray(b)
+    assert a_np.shape == b_np.shape, f"shapes differ: torch {a_np.shape}, flax {b_np.shape}"
+    assert a_np.dtype == b_np.dtype, f"dtypes differ: torch {a_np.dtype}, flax {b_np.dtype}"
+    return float(np.abs(a_np - b_np).max())
