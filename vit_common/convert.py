@@ -211,6 +211,23 @@ def _report(what: str, missing: list[str], unexpected: list[str], misshapen: lis
     raise ValueError("\n".join(lines))
 
 
+def check_state_dict(state_dict: Mapping[str, Any], config: ViTConfig, with_head: bool,
+                     what: str = "state dict", unexpected: list[str] | None = None) -> None:
+    """Raise one ValueError listing every missing, unexpected and misshapen key of a torch-named
+    state dict (plus any `unexpected` names a foreign reader could not place)."""
+    entries = list(expected_entries(config, with_head))
+    seen = {e.torch_key for e in entries}
+    missing, misshapen = [], []
+    for e in entries:
+        if e.torch_key not in state_dict:
+            missing.append(e.torch_key)
+        elif tuple(np.shape(state_dict[e.torch_key])) != e.torch_shape:
+            misshapen.append(f"{e.torch_key} expected {e.torch_shape} got "
+                             f"{tuple(np.shape(state_dict[e.torch_key]))}")
+    extra = sorted(list(unexpected or []) + [k for k in state_dict if k not in seen])
+    _report(what, missing, extra, misshapen)
+
+
 def torch_to_flax(state_dict: Mapping[str, Any], config: ViTConfig | None = None,
                   with_head: bool | None = None) -> dict[str, Any]:
     """HF-named torch state dict -> HF Flax params tree (nested dict of numpy arrays).
@@ -223,21 +240,9 @@ def torch_to_flax(state_dict: Mapping[str, Any], config: ViTConfig | None = None
         with_head = "classifier.weight" in state_dict
     if config is None:
         config = infer_config(state_dict, with_head, square=False)
-    entries = list(expected_entries(config, with_head))
-    seen = {e.torch_key for e in entries}
-    missing, misshapen, flat = [], [], {}
-    for e in entries:
-        if e.torch_key not in state_dict:
-            missing.append(e.torch_key)
-            continue
-        value = to_numpy(state_dict[e.torch_key])
-        if value.shape != e.torch_shape:
-            misshapen.append(f"{e.torch_key} expected {e.torch_shape} got {value.shape}")
-            continue
-        flat[e.flax_path] = e.to_flax(value)
-    unexpected = sorted(k for k in state_dict if k not in seen)
-    _report("torch_to_flax", missing, unexpected, misshapen)
-    return unflatten_params(flat)
+    check_state_dict(state_dict, config, with_head, "torch_to_flax")
+    return unflatten_params({e.flax_path: e.to_flax(to_numpy(state_dict[e.torch_key]))
+                             for e in expected_entries(config, with_head)})
 
 
 def flax_to_torch(params: Mapping[str, Any], config: ViTConfig | None = None,

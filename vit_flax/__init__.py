@@ -2,6 +2,7 @@
 
 from vit_common.config import ViTConfig
 from vit_flax.image_processing import preprocess_image
+from vit_flax.pretrained import from_pretrained, save_pretrained
 from vit_flax.model import (
     ViTAttention,
     ViTEmbeddings,
@@ -19,5 +20,5 @@ from vit_flax.model import (
 __all__ = [
     "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
     "ViTIntermediate", "ViTLayer", "ViTOutput", "ViTPatchEmbeddings", "ViTSelfAttention",
-    "ViTSelfOutput", "VisionTransformer", "preprocess_image",
+    "ViTSelfOutput", "VisionTransformer", "from_pretrained", "save_pretrained", "preprocess_image",
 ]

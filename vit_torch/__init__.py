@@ -2,6 +2,7 @@
 
 from vit_common.config import ViTConfig
 from vit_torch.image_processing import preprocess_image
+from vit_torch.pretrained import from_pretrained, save_pretrained
 from vit_torch.model import (
     ViTAttention,
     ViTEmbeddings,
@@ -21,5 +22,6 @@ from vit_torch.utils import load_numpy_state_dict
 __all__ = [
     "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
     "ViTIntermediate", "ViTLayer", "ViTOutput", "ViTPatchEmbeddings", "ViTSelfAttention",
-    "ViTSelfOutput", "VisionTransformer", "init_weights", "load_numpy_state_dict", "preprocess_image",
+    "ViTSelfOutput", "VisionTransformer", "from_pretrained", "init_weights", "load_numpy_state_dict",
+    "preprocess_image", "save_pretrained",
 ]

@@ -1,0 +1,37 @@
+"""from_pretrained / save_pretrained for the Flax twin: every format vit_common reads, HF Flax
+directories out."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vit_common.checkpoints import load_checkpoint, save_hf
+from vit_common.config import ViTConfig
+from vit_common.convert import flax_to_torch, torch_to_flax
+from vit_flax.model import ViTForImageClassification, VisionTransformer
+
+
+def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None, *,
+                    dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                    drop_pre_logits: bool = False
+                    ) -> tuple[VisionTransformer | ViTForImageClassification, dict[str, Any]]:
+    """Load any supported checkpoint (see vit_torch.from_pretrained) as (model, params); params are
+    jax arrays in `param_dtype`, the model computes in `dtype`."""
+    ckpt = load_checkpoint(path, config, drop_pre_logits=drop_pre_logits)
+    cls = ViTForImageClassification if ckpt.has_head else VisionTransformer
+    model = cls(ckpt.config, dtype=dtype, param_dtype=param_dtype)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=param_dtype),
+                                    torch_to_flax(ckpt.state, ckpt.config))
+    return model, params
+
+
+def save_pretrained(model: VisionTransformer | ViTForImageClassification, params: Any,
+                    directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """An HF Flax save_pretrained directory: config.json + flax_model.msgpack."""
+    with_head = isinstance(model, ViTForImageClassification)
+    state = flax_to_torch(params, model.config, with_head=with_head)
+    save_hf(state, model.config, directory, framework="flax", overwrite=overwrite)

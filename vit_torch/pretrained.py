@@ -1,0 +1,39 @@
+"""from_pretrained / save_pretrained for the PyTorch twin: every format vit_common reads, HF
+directories out."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from vit_common.checkpoints import load_checkpoint, save_hf
+from vit_common.config import ViTConfig
+from vit_common.convert import to_numpy
+from vit_torch.model import ViTForImageClassification, VisionTransformer
+from vit_torch.utils import to_tensor
+
+
+def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None, *,
+                    dtype: torch.dtype = torch.float32, drop_pre_logits: bool = False
+                    ) -> VisionTransformer | ViTForImageClassification:
+    """Load any supported checkpoint (HF directory, .safetensors / .pt / .bin in HF or timm naming,
+    HF Flax .msgpack, Google .npz) into the model class it holds, in eval mode.
+
+    `config` supplies what the weights cannot say (the head count, for timm and bare HF state
+    dicts): a ViTConfig, a config.json path or a preset name such as "B/16".
+    """
+    ckpt = load_checkpoint(path, config, drop_pre_logits=drop_pre_logits)
+    cls = ViTForImageClassification if ckpt.has_head else VisionTransformer
+    with torch.device("meta"):  # no random init of weights about to be replaced
+        model = cls(ckpt.config)
+    model.load_state_dict({k: to_tensor(v) for k, v in ckpt.state.items()}, strict=True, assign=True)
+    return model.to(dtype).eval()
+
+
+def save_pretrained(model: VisionTransformer | ViTForImageClassification,
+                    directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """An HF save_pretrained directory (config.json + model.safetensors) that HF transformers'
+    ViTModel / ViTForImageClassification.from_pretrained loads with no missing or unexpected keys."""
+    state = {k: to_numpy(v) for k, v in model.state_dict().items()}
+    save_hf(state, model.config, directory, framework="torch", overwrite=overwrite)
