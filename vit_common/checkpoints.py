@@ -448,6 +448,8 @@ def load_checkpoint(path: str | os.PathLike, config: ViTConfig | str | os.PathLi
                 state, unplaced = foreign.from_timm(raw)
                 naming, dropped = "timm", []
             else:
+                if foreign.is_hf5(raw):
+                    raw, unplaced = foreign.from_hf5(raw)
                 state, dropped = _hf_names(raw, weights)
                 naming = "hf"
         if dropped:
@@ -516,7 +518,7 @@ def _drop_flax_pooler(tree: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
 def _resolve_config(config: ViTConfig | str | os.PathLike | None, hf_config: ViTConfig | None,
                     state: Mapping[str, np.ndarray], with_head: bool, naming: str,
                     known: Mapping[str, Any], source: str) -> ViTConfig:
-    from vit_common.convert import infer_config
+    from vit_common.convert import NonSquareGrid, infer_config
 
     if isinstance(config, ViTConfig):
         return config
@@ -532,8 +534,13 @@ def _resolve_config(config: ViTConfig | str | os.PathLike | None, hf_config: ViT
         config = None
     elif config is None and hf_config is not None:
         return hf_config
-    try:
-        shapes = infer_config(state, with_head)
+    unknown = []  # what the weights cannot say, reported together
+    try:  # a non-square grid cannot be read from a token count; a stated image_size settles it
+        shapes = infer_config(state, with_head, square="image_size" not in given)
+    except NonSquareGrid:
+        tokens = np.shape(state[("vit." if with_head else "") + "embeddings.position_embeddings"])[1]
+        unknown.append(f"image_size ({tokens - 1} patches do not form a square grid)")
+        shapes = infer_config(state, with_head, square=False)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     fields = {f.name: getattr(shapes, f.name) for f in dataclasses.fields(ViTConfig)
@@ -550,15 +557,18 @@ def _resolve_config(config: ViTConfig | str | os.PathLike | None, hf_config: ViT
             raise ValueError(f"{source}: preset {config!r} does not fit these weights "
                              f"(preset vs weights: {'; '.join(clash)})")
         fields["num_attention_heads"] = preset.num_attention_heads
+    hint = ""
     if "num_attention_heads" not in fields:
+        unknown.append("num_attention_heads (it changes no tensor shape)")
         match = _matching_preset(fields)
-        hint = (f"; these sizes match preset {match!r} ("
-                f"{ViTConfig.from_preset(match).num_attention_heads} heads): config={match!r}"
-                if match else "")
+        if match:
+            hint = (f"; these sizes match preset {match!r} "
+                    f"({ViTConfig.from_preset(match).num_attention_heads} heads): config={match!r}")
+    if unknown:
         raise ValueError(
-            f"{source}: the number of attention heads cannot be read from {naming} weights (it "
-            f"changes no tensor shape). Pass config= a ViTConfig, a config.json path or a preset "
-            f"name (vit-convert --config){hint}")
+            f"{source}: cannot read from {naming} weights: {'; '.join(unknown)}. Pass config= a "
+            f"ViTConfig, a config.json path (a partial one such as {{\"num_attention_heads\": 12}} "
+            f"will do) or a preset name (vit-convert --config){hint}")
     return ViTConfig(**fields)
 
 

@@ -158,6 +158,10 @@ def unflatten_params(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # inferring the architecture's shapes from the weights, when no config is given
 
+class NonSquareGrid(ValueError):
+    """The token count of the position embeddings is not a square: the image size is ambiguous."""
+
+
 _LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
@@ -189,8 +193,8 @@ def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *
     elif not square:
         image_size = (patch, tokens * patch)
     else:
-        raise ValueError(f"cannot infer image_size from {tokens} position embeddings (not a square "
-                         f"grid); pass config=")
+        raise NonSquareGrid(f"cannot infer image_size from {tokens} position embeddings (not a "
+                            f"square grid); pass config=")
     layers = {int(m.group(1)) for k in state_dict if (m := _LAYER_RE.search(k))}
     return ViTConfig(
         hidden_size=hidden, num_channels=channels, patch_size=patch, image_size=image_size,

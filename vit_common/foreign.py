@@ -128,6 +128,44 @@ def from_timm(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[str
 
 
 # ---------------------------------------------------------------------------------------------
+# transformers 5 in-memory names: its modules were renamed (checkpoints on disk keep the canonical
+# names, and save_pretrained writes those), but torch.save(model.state_dict()) records these.
+
+# canonical module (under encoder.layer.N.) -> transformers 5 module (under layers.N.)
+HF5_LAYER = {
+    "attention.attention.query": "attention.q_proj",
+    "attention.attention.key": "attention.k_proj",
+    "attention.attention.value": "attention.v_proj",
+    "attention.output.dense": "attention.o_proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+    "layernorm_before": "layernorm_before",
+    "layernorm_after": "layernorm_after",
+}
+HF5_MARKER = "layers.0.attention.q_proj.weight"
+
+
+def is_hf5(keys: Any) -> bool:
+    return HF5_MARKER in keys or "vit." + HF5_MARKER in keys
+
+
+def from_hf5(state: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """transformers 5 in-memory names -> (canonical names, keys no rule places)."""
+    back = {v: k for k, v in HF5_LAYER.items()}
+    out: dict[str, Any] = {}
+    unplaced = []
+    for key, value in state.items():
+        m = re.fullmatch(r"(vit\.)?layers\.(\d+)\.(.+)\.(weight|bias)", key)
+        if m is None:
+            out[key] = value  # embeddings, layernorm, pooler and classifier kept their names
+        elif m.group(3) in back:
+            out[f"{m.group(1) or ''}encoder.layer.{m.group(2)}.{back[m.group(3)]}.{m.group(4)}"] = value
+        else:
+            unplaced.append(key)
+    return out, unplaced
+
+
+# ---------------------------------------------------------------------------------------------
 # Google npz
 
 NPZ_LAYOUTS = {
