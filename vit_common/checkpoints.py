@@ -303,11 +303,13 @@ class _NpzReader(Mapping):
 
     def __getitem__(self, key: str) -> np.ndarray:
         try:
-            return self.npz[key]
+            arr = self.npz[key]
         except KeyError:
             raise
         except Exception as e:
             raise ValueError(f"{self.path}: array {key!r} is unreadable ({e})") from None
+        # .npy has no bfloat16: such arrays come back as 2-byte voids (big_vision's convention)
+        return arr.view(_np_dtype("bfloat16")) if arr.dtype == np.dtype("V2") else arr
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.npz.files)
