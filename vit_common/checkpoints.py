@@ -27,6 +27,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from vit_common.config import PRESETS, ViTConfig
+from vit_common.convert import c_order
 
 Format = Literal["hf", "hf-flax", "safetensors", "torch", "msgpack", "npz"]
 
@@ -147,8 +148,8 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     def write(f: IO[bytes]) -> None:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
-        for i, name in enumerate(names):
-            arr = np.ascontiguousarray(tensors[name])
+        for name in names:
+            arr = c_order(tensors[name])
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
             f.write(memoryview(arr.reshape(-1).view(np.uint8)))
@@ -254,33 +255,73 @@ def _to_torch(a: np.ndarray) -> Any:
     return torch.from_numpy(np.array(a))
 
 
+# Flax's msgpack format (flax.serialization): nested maps of str keys; each array an ext record of
+# type 1 holding msgpack (shape, dtype name, C-order bytes); arrays over 1 GiB split into chunks.
+# Written and read here with the msgpack package alone: one tensor in memory at a time, no jax.
+_MSGPACK_NDARRAY = 1
+_MSGPACK_CHUNKED = "__msgpack_chunked_array__"
+
+
 def read_msgpack(path: str | os.PathLike) -> dict[str, Any]:
-    from flax import serialization
+    import msgpack
 
     path = os.fspath(path)
     _nonempty(path)
     with open(path, "rb") as f:
         data = f.read()
+
+    def ext_hook(code: int, payload: bytes) -> Any:
+        if code != _MSGPACK_NDARRAY:
+            raise ValueError(f"unsupported msgpack ext type {code}")
+        shape, dtype, buffer = msgpack.unpackb(payload, raw=True)
+        return np.frombuffer(buffer, dtype=_np_dtype(dtype.decode())).reshape(shape)
+
     try:
-        tree = serialization.msgpack_restore(data)
-    except Exception as e:  # msgpack raises many types for garbage input
+        tree = msgpack.unpackb(data, ext_hook=ext_hook, raw=False)
+    except Exception as e:  # msgpack raises many types for garbage or truncated input
         raise ValueError(f"{path}: not a readable Flax msgpack file ({type(e).__name__}: {e})") from None
     if not isinstance(tree, Mapping):
         raise ValueError(f"{path}: expected a params tree, got {type(tree).__name__}")
-    return dict(tree)
+    return _unchunk(tree)
 
 
-def write_msgpack(path: str | os.PathLike, params: Mapping[str, Any], *, overwrite: bool = False) -> None:
-    from flax import serialization
+def _unchunk(node: Any) -> Any:
+    if not isinstance(node, Mapping):
+        return node
+    if node.get(_MSGPACK_CHUNKED):
+        chunks = [node["chunks"][str(i)] for i in range(len(node["chunks"]))]
+        return np.concatenate([c.reshape(-1) for c in chunks]).reshape(node["shape"])
+    return {k: _unchunk(v) for k, v in node.items()}
 
-    data = serialization.msgpack_serialize(_plain(params))
-    atomic_write(path, lambda f: f.write(data), overwrite=overwrite)
 
+def write_msgpack(path: str | os.PathLike, params: Mapping[str, Any], *, overwrite: bool = False,
+                  progress: Progress | None = None) -> None:
+    import msgpack
 
-def _plain(tree: Any) -> Any:
-    if isinstance(tree, Mapping):
-        return {k: _plain(v) for k, v in tree.items()}
-    return np.asarray(tree)
+    packer = msgpack.Packer(use_bin_type=True)
+
+    def emit(f: IO[bytes], node: Any) -> None:
+        if isinstance(node, Mapping):
+            f.write(packer.pack_map_header(len(node)))
+            for key, value in node.items():
+                f.write(packer.pack(str(key)))
+                emit(f, value)
+            return
+        arr = c_order(np.asarray(node))
+        if arr.nbytes > 2**30:
+            raise ValueError(f"a {arr.nbytes / 2**30:.1f} GiB array needs flax's chunked msgpack "
+                             f"layout, which this writer does not produce")
+        # ext record (type 1) around msgpack [shape, dtype name, bin]; headers packed here so the
+        # array's bytes go to the file straight from its buffer
+        inner = (packer.pack_array_header(3) + packer.pack(list(arr.shape)) +
+                 packer.pack(arr.dtype.name) + b"\xc6" + arr.nbytes.to_bytes(4, "big"))  # bin 32
+        size = len(inner) + arr.nbytes
+        f.write(b"\xc9" + size.to_bytes(4, "big") + bytes([_MSGPACK_NDARRAY]) + inner)
+        f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+        if progress:
+            progress.update(arr.nbytes)
+
+    atomic_write(path, lambda f: emit(f, params), overwrite=overwrite)
 
 
 def read_npz(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
@@ -329,7 +370,9 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, over
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, arr in arrays.items():
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                    # transposed kernels go out as Fortran-order .npy, strided ones in chunks:
+                    # write_array never needs a whole contiguous copy
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
                 if progress:
                     progress.update(arr.nbytes)
 
@@ -610,7 +653,8 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
             write_safetensors(os.path.join(tmp, "model.safetensors"), state,
                               metadata={"format": "pt"}, progress=prog)
         elif framework == "flax":
-            write_msgpack(os.path.join(tmp, "flax_model.msgpack"), torch_to_flax(state, config))
+            write_msgpack(os.path.join(tmp, "flax_model.msgpack"), torch_to_flax(state, config),
+                          progress=prog)
         else:
             raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
 

@@ -236,7 +236,8 @@ def _write(ckpt: Any, dst: str, target: str, is_dir: bool, force: bool) -> None:
     elif target == "flax" and is_dir:
         checkpoints.save_hf(ckpt.state, ckpt.config, dst, framework="flax", overwrite=force)
     elif target == "flax":
-        checkpoints.write_msgpack(dst, torch_to_flax(ckpt.state, ckpt.config), overwrite=force)
+        checkpoints.write_msgpack(dst, torch_to_flax(ckpt.state, ckpt.config), overwrite=force,
+                                  progress=checkpoints.Progress(ckpt.nbytes, f"writing {dst}"))
     elif target in ("torch", "timm"):
         checkpoints.save_state_dict(ckpt.state, dst, naming="timm" if target == "timm" else "hf",
                                     overwrite=force)

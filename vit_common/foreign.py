@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vit_common.config import ViTConfig
-from vit_common.convert import BACKBONE_PREFIX
+from vit_common.convert import BACKBONE_PREFIX, c_order
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared by both tables
@@ -185,7 +185,9 @@ def npz_prefix(keys: Any) -> str | None:
 
 def _npz_rules(layout: str) -> list[tuple[str, str, Any, Any]]:
     """(canonical key, npz name, canonical->npz given the config, npz->canonical) for the encoder
-    block "{i}". Only writing needs the head count; reading takes it from the kernel shapes."""
+    block "{i}". Only writing needs the head count; reading takes it from the kernel shapes.
+    Splitting a transposed matrix into heads would make a strided array that .npy can only write
+    element by element, so those kernels are put in C order first (a cache-blocked copy)."""
     mha, ln2, mlp = NPZ_LAYOUTS[layout]
     block = "Transformer/encoderblock_{i}/"
     L = "encoder.layer.{i}."
@@ -202,7 +204,7 @@ def _npz_rules(layout: str) -> list[tuple[str, str, Any, Any]]:
         (L + "output.dense.bias", block + mlp + "/Dense_1/bias", *same),
         # out: (heads, head_dim, hidden) kernel <-> (hidden, hidden) Linear weight
         (L + "attention.output.dense.weight", block + mha + "/out/kernel",
-         lambda w, c: w.T.reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
+         lambda w, c: c_order(w.T).reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
          lambda k: k.reshape(-1, k.shape[-1]).T),
         (L + "attention.output.dense.bias", block + mha + "/out/bias", *same),
     ]
@@ -210,7 +212,7 @@ def _npz_rules(layout: str) -> list[tuple[str, str, Any, Any]]:
         rules += [
             # (hidden, heads, head_dim) kernel <-> (hidden, hidden) Linear weight
             (L + f"attention.attention.{n}.weight", block + f"{mha}/{n}/kernel",
-             lambda w, c: w.T.reshape(c.hidden_size, c.num_attention_heads, c.head_dim),
+             lambda w, c: c_order(w.T).reshape(c.hidden_size, c.num_attention_heads, c.head_dim),
              lambda k: k.reshape(k.shape[0], -1).T),
             (L + f"attention.attention.{n}.bias", block + f"{mha}/{n}/bias",
              lambda b, c: b.reshape(c.num_attention_heads, c.head_dim), lambda b: b.reshape(-1)),

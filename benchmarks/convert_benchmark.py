@@ -1,0 +1,114 @@
+"""Conversion benchmark: wall time and peak RSS of vit-convert on an L/16-size checkpoint (~1.2 GB
+fp32), against a plain safetensors load + save of the same file, in the same run.
+
+    .venv/bin/python benchmarks/convert_benchmark.py [--preset L/16] [--targets timm,npz,flax,hf]
+
+Each measurement is a fresh subprocess (its own peak RSS, from getrusage). Goals (issue 3): time
+<= 2x the plain load + save, peak RSS <= 2.5x the file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from vit_common.checkpoints import write_safetensors  # noqa: E402
+from vit_common.config import ViTConfig  # noqa: E402
+from vit_common.convert import expected_entries  # noqa: E402
+
+BASELINE = """
+import sys
+from safetensors.numpy import load_file, save_file
+save_file(load_file(sys.argv[1]), sys.argv[2])
+"""
+RSS_WRAPPER = """
+import resource, runpy, sys
+code, argv = sys.argv[1], sys.argv[2:]
+try:
+    if code == "-m":
+        sys.argv = argv  # [module, args...]
+        runpy.run_module(argv[0], run_name="__main__")
+    else:
+        sys.argv = ["<bench>", *argv]
+        exec(compile(code, "<bench>", "exec"))
+except SystemExit as e:
+    if e.code not in (None, 0):
+        raise
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def measure(code: str, argv: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of one fresh python process."""
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", RSS_WRAPPER, code, *argv], capture_output=True,
+                         text=True, cwd=os.path.dirname(HERE))
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv} failed:\n{out.stderr[-2000:]}")
+    kb = int(next(line.split()[1] for line in out.stderr.splitlines() if line.startswith("PEAK_RSS_KB")))
+    return wall, kb * 1024
+
+
+def make_checkpoint(path: str, config: ViTConfig) -> int:
+    rng = np.random.default_rng(0)
+    state = {e.torch_key: rng.standard_normal(e.torch_shape, dtype=np.float32)
+             for e in expected_entries(config, with_head=True)}
+    write_safetensors(path, state, {"format": "pt"})
+    return os.path.getsize(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="L/16")
+    p.add_argument("--targets", default="timm,npz,flax,hf")
+    p.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
+    args = p.parse_args()
+    config = ViTConfig.from_preset(args.preset, num_labels=1000)
+    work = tempfile.mkdtemp(prefix="vit-convert-bench-")
+    try:
+        src = os.path.join(work, "src.safetensors")
+        size = make_checkpoint(src, config)
+        print(f"{args.preset} checkpoint: {size / 2**30:.2f} GiB fp32 safetensors, "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+
+        def best(code: str, argv: list[str], dst: str) -> tuple[float, int]:
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(measure(code, argv))
+                shutil.rmtree(dst, ignore_errors=True) if os.path.isdir(dst) else (
+                    os.path.exists(dst) and os.unlink(dst))
+            return min(r[0] for r in runs), min(r[1] for r in runs)
+
+        base_dst = os.path.join(work, "plain.safetensors")
+        base_t, base_rss = best(BASELINE, [src, base_dst], base_dst)
+        rows = [("plain safetensors load + save", base_t, base_rss)]
+        dsts = {"timm": "out.safetensors", "npz": "out.npz", "flax": "out.msgpack", "hf": "out_hf"}
+        for target in args.targets.split(","):
+            dst = os.path.join(work, dsts[target])
+            argv = ["vit_common.cli_convert", src, "-o", dst, "--to", target,
+                    "--config", args.preset]
+            t, rss = best("-m", argv, dst)
+            rows.append((f"vit-convert --to {target}", t, rss))
+        print(f"\n| {'run':32} | wall s | x plain | peak RSS GiB | x file size |")
+        print(f"|{'-' * 34}|--------|---------|--------------|-------------|")
+        for name, t, rss in rows:
+            print(f"| {name:32} | {t:6.2f} | {t / base_t:7.2f} | {rss / 2**30:12.2f} | "
+                  f"{rss / size:11.2f} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
