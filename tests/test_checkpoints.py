@@ -260,3 +260,34 @@ def test_progress_line(capsys) -> None:
     for _ in range(10):
         p.update(10)
     assert "writing x" in stream.getvalue() and "(100%)" in stream.getvalue()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+def test_msgpack_interop_with_flax(tmp_path, dtype) -> None:
+    """Our streaming msgpack writer and reader against flax.serialization, both ways."""
+    from flax import serialization
+
+    from vit_common.checkpoints import read_msgpack
+    from vit_common.convert import flatten_params
+
+    params = torch_to_flax(_state(dtype), CFG)
+    write_msgpack(tmp_path / "ours.msgpack", params)
+    restored = serialization.msgpack_restore((tmp_path / "ours.msgpack").read_bytes())
+    (tmp_path / "flax.msgpack").write_bytes(serialization.msgpack_serialize(restored))
+    for tree in (restored, read_msgpack(tmp_path / "flax.msgpack")):
+        flat, want = flatten_params(tree), flatten_params(params)
+        assert set(flat) == set(want)
+        for k in want:
+            assert np.asarray(flat[k]).dtype == want[k].dtype
+            assert np.array_equal(np.asarray(flat[k]), want[k]), k
+
+
+def test_msgpack_reads_flax_chunked_arrays(tmp_path, monkeypatch) -> None:
+    from flax import serialization
+
+    from vit_common.checkpoints import read_msgpack
+
+    monkeypatch.setattr(serialization, "MAX_CHUNK_SIZE", 64)  # force flax to chunk every array
+    tree = {"a": {"kernel": np.arange(300, dtype=np.float32).reshape(20, 15)}}
+    (tmp_path / "c.msgpack").write_bytes(serialization.msgpack_serialize(tree))
+    np.testing.assert_array_equal(read_msgpack(tmp_path / "c.msgpack")["a"]["kernel"], tree["a"]["kernel"])

@@ -288,9 +288,10 @@ def read_msgpack(path: str | os.PathLike) -> dict[str, Any]:
 def _unchunk(node: Any) -> Any:
     if not isinstance(node, Mapping):
         return node
-    if node.get(_MSGPACK_CHUNKED):
+    if node.get(_MSGPACK_CHUNKED):  # {"shape": {"0": d0, ...}, "chunks": {"0": flat0, ...}}
+        shape = [node["shape"][str(i)] for i in range(len(node["shape"]))]
         chunks = [node["chunks"][str(i)] for i in range(len(node["chunks"]))]
-        return np.concatenate([c.reshape(-1) for c in chunks]).reshape(node["shape"])
+        return np.concatenate(chunks).reshape(shape)
     return {k: _unchunk(v) for k, v in node.items()}
 
 
