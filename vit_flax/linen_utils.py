@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +19,20 @@ from flax import linen as nn
 from vit_common.config import ViTConfig
 
 Dtype = Any
+AttentionImpl = Literal["eager", "sdpa"]
 
 
 class ViTModule(nn.Module):
     config: ViTConfig
     dtype: Dtype = jnp.float32  # computation dtype
     param_dtype: Dtype = jnp.float32  # storage dtype of the parameters
+    attention_impl: AttentionImpl = "eager"  # einsum + softmax, or jax.nn.dot_product_attention
+
+    @property
+    def module_args(self) -> dict[str, Any]:
+        """The fields every child module is built with."""
+        return {"config": self.config, "dtype": self.dtype, "param_dtype": self.param_dtype,
+                "attention_impl": self.attention_impl}
 
     def __post_init__(self) -> None:
         wants_64 = any(jnp.dtype(d) == jnp.float64 for d in (self.dtype, self.param_dtype))

@@ -23,6 +23,33 @@ def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
     return jax.nn.initializers.truncated_normal(stddev=std, lower=-2.0, upper=2.0)
 
 
+def _eager_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
+                     train: bool) -> jax.Array:
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
+    # softmax in at least float32, as torch does for half-precision inputs
+    probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
+    probs = dropout(probs.astype(scores.dtype), deterministic=not train)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, N, heads, head_dim)
+
+
+def _sdpa_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
+                    train: bool) -> jax.Array:
+    # jax's fused attention (cuDNN flash attention on GPU); it has no dropout on the probabilities
+    if train and dropout.rate > 0:
+        raise ValueError("attention_impl='sdpa' has no attention dropout; train with 'eager' when "
+                         "attention_probs_dropout_prob > 0")
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+
+
+def _attention_fn(attention_impl: str) -> Callable[..., jax.Array]:
+    if attention_impl == "eager":
+        return _eager_attention
+    elif attention_impl == "sdpa":
+        return _sdpa_attention
+    else:
+        raise ValueError(f"attention_impl must be 'eager' or 'sdpa', got {attention_impl!r}")
+
+
 def _activation(hidden_act: str) -> Callable[[jax.Array], jax.Array]:
     if hidden_act == "gelu":
         # flax's gelu defaults to the tanh approximation; torch's nn.GELU() is the exact erf form
@@ -72,7 +99,7 @@ class ViTEmbeddings(ViTModule):
         config = self.config
         init = _trunc_normal(config.initializer_range)
         self.cls_token = self.param("cls_token", init, (1, 1, config.hidden_size), self.param_dtype)
-        self.patch_embeddings = ViTPatchEmbeddings(config, self.dtype, self.param_dtype)
+        self.patch_embeddings = ViTPatchEmbeddings(**self.module_args)
         self.position_embeddings = self.param(
             "position_embeddings", init, (1, config.num_patches + 1, config.hidden_size),
             self.param_dtype)
@@ -90,6 +117,7 @@ class ViTSelfAttention(ViTModule):
 
     def setup(self) -> None:
         config = self.config
+        self.attend = _attention_fn(self.attention_impl)
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         d = config.hidden_size
@@ -106,11 +134,7 @@ class ViTSelfAttention(ViTModule):
             return t.reshape(b, n, heads, head_dim)  # (B, N, heads, head_dim)
 
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)  # (B, heads, N, N)
-        # softmax in at least float32, as torch does for half-precision inputs
-        probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
-        probs = self.dropout(probs.astype(scores.dtype), deterministic=not train)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, N, heads, head_dim)
+        context = self.attend(q, k, v, self.dropout, train)  # (B, N, heads, head_dim)
         return context.reshape(b, n, heads * head_dim)  # (B, N, hidden)
 
 
@@ -129,8 +153,8 @@ class ViTAttention(ViTModule):
     """Self-attention followed by its output projection."""
 
     def setup(self) -> None:
-        self.attention = ViTSelfAttention(self.config, self.dtype, self.param_dtype)
-        self.output = ViTSelfOutput(self.config, self.dtype, self.param_dtype)
+        self.attention = ViTSelfAttention(**self.module_args)
+        self.output = ViTSelfOutput(**self.module_args)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         return self.output(self.attention(x, train), train)
@@ -162,9 +186,9 @@ class ViTLayer(ViTModule):
     """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h))."""
 
     def setup(self) -> None:
-        self.attention = ViTAttention(self.config, self.dtype, self.param_dtype)
-        self.intermediate = ViTIntermediate(self.config, self.dtype, self.param_dtype)
-        self.output = ViTOutput(self.config, self.dtype, self.param_dtype)
+        self.attention = ViTAttention(**self.module_args)
+        self.intermediate = ViTIntermediate(**self.module_args)
+        self.output = ViTOutput(**self.module_args)
         self.layernorm_before = _layernorm(self)
         self.layernorm_after = _layernorm(self)
 
@@ -178,7 +202,7 @@ class ViTEncoder(ViTModule):
 
     def setup(self) -> None:
         self.layer = ModuleList([
-            ViTLayer(self.config, self.dtype, self.param_dtype, parent=None, name=str(i))
+            ViTLayer(**self.module_args, parent=None, name=str(i))
             for i in range(self.config.num_hidden_layers)])
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -191,8 +215,8 @@ class VisionTransformer(ViTModule):
     """pixels (B, H, W, C) -> the [CLS] token after the final LayerNorm, (B, hidden)."""
 
     def setup(self) -> None:
-        self.embeddings = ViTEmbeddings(self.config, self.dtype, self.param_dtype)
-        self.encoder = ViTEncoder(self.config, self.dtype, self.param_dtype)
+        self.embeddings = ViTEmbeddings(**self.module_args)
+        self.encoder = ViTEncoder(**self.module_args)
         self.layernorm = _layernorm(self)
 
     def forward_features(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
@@ -210,7 +234,7 @@ class ViTForImageClassification(ViTModule):
         if self.config.num_labels < 1:
             raise ValueError(f"ViTForImageClassification needs num_labels >= 1, got "
                              f"{self.config.num_labels}; use VisionTransformer for embeddings")
-        self.vit = VisionTransformer(self.config, self.dtype, self.param_dtype)
+        self.vit = VisionTransformer(**self.module_args)
         self.classifier = _dense(self, self.config.num_labels)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:

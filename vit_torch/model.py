@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,30 @@ from vit_common.config import ViTConfig
 def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
     # N(0, std^2) cut at two standard deviations: jax.nn.initializers.truncated_normal's law.
     return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+
+
+AttentionImpl = Literal["eager", "sdpa"]
+
+
+def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     dropout: nn.Dropout) -> torch.Tensor:
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
+    return dropout(scores.softmax(dim=-1)) @ v  # (B, heads, N, head_dim)
+
+
+def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    dropout: nn.Dropout) -> torch.Tensor:
+    # fused kernel (flash / memory-efficient where the device has one); same maths as eager
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout.p if dropout.training else 0.0)
+
+
+def _attention_fn(attention_impl: str) -> Callable[..., torch.Tensor]:
+    if attention_impl == "eager":
+        return _eager_attention
+    elif attention_impl == "sdpa":
+        return _sdpa_attention
+    else:
+        raise ValueError(f"attention_impl must be 'eager' or 'sdpa', got {attention_impl!r}")
 
 
 def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -69,8 +94,9 @@ class ViTEmbeddings(nn.Module):
 class ViTSelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention; returns the heads concatenated."""
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
+        self.attend = _attention_fn(attention_impl)
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         d = config.hidden_size
@@ -87,9 +113,7 @@ class ViTSelfAttention(nn.Module):
             return t.view(b, n, heads, head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
 
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # (B, heads, N, N)
-        probs = self.dropout(scores.softmax(dim=-1))
-        context = probs @ v  # (B, heads, N, head_dim)
+        context = self.attend(q, k, v, self.dropout)  # (B, heads, N, head_dim)
         return context.transpose(1, 2).reshape(b, n, heads * head_dim)  # (B, N, hidden)
 
 
@@ -108,9 +132,9 @@ class ViTSelfOutput(nn.Module):
 class ViTAttention(nn.Module):
     """Self-attention followed by its output projection."""
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
-        self.attention = ViTSelfAttention(config)
+        self.attention = ViTSelfAttention(config, attention_impl)
         self.output = ViTSelfOutput(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,9 +168,9 @@ class ViTOutput(nn.Module):
 class ViTLayer(nn.Module):
     """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h))."""
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
-        self.attention = ViTAttention(config)
+        self.attention = ViTAttention(config, attention_impl)
         self.intermediate = ViTIntermediate(config)
         self.output = ViTOutput(config)
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -160,9 +184,10 @@ class ViTLayer(nn.Module):
 class ViTEncoder(nn.Module):
     """num_hidden_layers ViTLayers in sequence."""
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
-        self.layer = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layer = nn.ModuleList([ViTLayer(config, attention_impl)
+                                    for _ in range(config.num_hidden_layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:
@@ -173,11 +198,11 @@ class ViTEncoder(nn.Module):
 class VisionTransformer(nn.Module):
     """pixels (B, C, H, W) -> the [CLS] token after the final LayerNorm, (B, hidden)."""
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
         self.config = config
         self.embeddings = ViTEmbeddings(config)
-        self.encoder = ViTEncoder(config)
+        self.encoder = ViTEncoder(config, attention_impl)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.apply(functools.partial(init_weights, config))
 
@@ -192,13 +217,13 @@ class VisionTransformer(nn.Module):
 class ViTForImageClassification(nn.Module):
     """VisionTransformer plus a linear classifier on the [CLS] token: logits (B, num_labels)."""
 
-    def __init__(self, config: ViTConfig) -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
         if config.num_labels < 1:
             raise ValueError(f"ViTForImageClassification needs num_labels >= 1, got "
                              f"{config.num_labels}; use VisionTransformer for embeddings")
         self.config = config
-        self.vit = VisionTransformer(config)
+        self.vit = VisionTransformer(config, attention_impl)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(config, self.classifier)
 
