@@ -2,6 +2,7 @@
 
 from vit_common.config import ViTConfig
 from vit_flax.image_processing import preprocess_image
+from vit_flax.inference import InferenceEngine
 from vit_flax.pretrained import from_pretrained, save_pretrained
 from vit_flax.model import (
     ViTAttention,
@@ -18,7 +19,7 @@ from vit_flax.model import (
 )
 
 __all__ = [
-    "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
+    "InferenceEngine", "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
     "ViTIntermediate", "ViTLayer", "ViTOutput", "ViTPatchEmbeddings", "ViTSelfAttention",
     "ViTSelfOutput", "VisionTransformer", "from_pretrained", "save_pretrained", "preprocess_image",
 ]

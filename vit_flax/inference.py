@@ -1,0 +1,119 @@
+"""Jit-compiled, batched, data-parallel inference for the Flax twin.
+
+    engine = InferenceEngine(model.config, params, batch_size=32, dtype="bfloat16")
+    out = engine(pixels)          # pixels (N, H, W, C), any N -> {"cls": (N, hidden), "logits": ...}
+
+One compiled program for one fixed batch shape: the last partial batch is padded and the padding
+dropped from the results, so any N reuses the same executable. Parameters stay float32 and are
+replicated on every device of a 1-D "data" mesh; each batch is split across the devices
+(jax.sharding: Mesh + NamedSharding, SPMD-partitioned by XLA). With several processes
+(jax.distributed), every process passes its own images and gets its own rows back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vit_common.config import ViTConfig
+from vit_flax.linen_utils import AttentionImpl
+from vit_flax.model import ViTForImageClassification, VisionTransformer
+
+ComputeDtype = Literal["float32", "bfloat16", "float16"]
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class InferenceEngine:
+    """CLS embeddings (and logits, when the params hold a classifier) for batches of pixels."""
+
+    def __init__(self, config: ViTConfig, params: Mapping[str, Any], *, batch_size: int = 32,
+                 dtype: ComputeDtype = "float32", attention_impl: AttentionImpl = "eager",
+                 devices: Sequence[jax.Device] | None = None) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
+        params = params["params"] if set(params) == {"params"} else params
+        self.config = config
+        self.has_head = "classifier" in params
+        cls = ViTForImageClassification if self.has_head else VisionTransformer
+        self.model = cls(config, dtype=_DTYPES[dtype], param_dtype=jnp.float32,
+                         attention_impl=attention_impl)
+        devices = list(devices) if devices is not None else jax.devices()
+        if dtype == "float16" and attention_impl == "sdpa" and devices[0].platform == "cpu":
+            raise ValueError("float16 with attention_impl='sdpa' does not run on CPU (XLA has no "
+                             "F16_F16_F32 dot_general there): use 'eager' or bfloat16")
+        if batch_size < 1 or batch_size % len(devices):
+            raise ValueError(f"batch_size must be a positive multiple of the {len(devices)} devices "
+                             f"it is split across, got {batch_size}")
+        self.batch_size = batch_size
+        self.local_batch_size = batch_size // jax.process_count()
+        self.mesh = Mesh(np.asarray(devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        # float32 params, one copy per device; the model casts to `dtype` as it computes
+        self.params = jax.device_put(
+            jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), dict(params)), self.replicated)
+        self._step = jax.jit(self._forward, in_shardings=(self.replicated, self.batch_sharding),
+                             out_shardings=self.batch_sharding)
+        h, w = config.image_hw
+        self.input_shape = (self.local_batch_size, h, w, config.num_channels)
+
+    def _forward(self, params: Any, pixels: jax.Array) -> dict[str, jax.Array]:
+        def run(module: Any, x: jax.Array) -> dict[str, jax.Array]:
+            vit = module.vit if self.has_head else module
+            cls = vit(x)
+            out = {"cls": cls.astype(jnp.float32)}
+            if self.has_head:
+                out["logits"] = module.classifier(cls).astype(jnp.float32)
+            return out
+
+        return self.model.apply({"params": params}, pixels, method=run)
+
+    def compile(self) -> float:
+        """Compile now (not at the first batch); returns the seconds it took."""
+        t = time.perf_counter()
+        spec = jax.ShapeDtypeStruct((self.batch_size, *self.input_shape[1:]), jnp.float32,
+                                    sharding=self.batch_sharding)
+        self._step.lower(self.params, spec).compile()
+        return time.perf_counter() - t
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """pixels (N, H, W, C) float32 -> {"cls": (N, hidden), "logits": (N, num_labels)} float32,
+        rows in input order. With several processes, N counts this process's images."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 4 or pixels.shape[1:] != self.input_shape[1:]:
+            raise ValueError(f"expected pixels (N, H, W, C) = (N, {', '.join(map(str, self.input_shape[1:]))}), "
+                             f"got {pixels.shape}")
+        n, b = pixels.shape[0], self.local_batch_size
+        pending = []
+        for start in range(0, n, b):
+            chunk = np.asarray(pixels[start:start + b], np.float32)
+            rows = chunk.shape[0]
+            if rows < b:  # pad the last batch: one compiled shape for every N
+                chunk = np.concatenate([chunk, np.zeros((b - rows, *chunk.shape[1:]), np.float32)])
+            x = jax.make_array_from_process_local_data(self.batch_sharding, chunk)
+            pending.append((self._step(self.params, x), rows))  # dispatched, not awaited
+        keys = ["cls", "logits"] if self.has_head else ["cls"]
+        if not pending:
+            widths = {"cls": self.config.hidden_size, "logits": self.config.num_labels}
+            return {k: np.zeros((0, widths[k]), np.float32) for k in keys}
+        return {k: np.concatenate([_local_rows(out[k])[:rows] for out, rows in pending]) for k in keys}
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self(pixels)["cls"]
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        if not self.has_head:
+            raise ValueError("these params hold no classifier: use embed() for CLS embeddings")
+        return self(pixels)["logits"]
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded array, in order."""
+    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
