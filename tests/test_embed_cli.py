@@ -1,0 +1,100 @@
+"""vit-embed: input order, skipped images reported with exit 1, both frameworks agree, top-k."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vit_torch
+from vit_common.config import ViTConfig
+from vit_common.embed_cli import embed_main, expand_images
+from vit_common.preprocessing import preprocess_array
+
+CFG = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
+                image_size=32, patch_size=8, num_labels=4,
+                extra={"id2label": {0: "cat", 1: "dog", 2: "bird", 3: "fish"}})
+
+
+@pytest.fixture()
+def workspace(tmp_path) -> Path:
+    torch.manual_seed(0)
+    vit_torch.save_pretrained(vit_torch.ViTForImageClassification(CFG).eval(), tmp_path / "model")
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i, name in enumerate(["b.png", "a.jpg", "c.png"]):
+        Image.fromarray(rng.integers(0, 256, (20 + i, 30, 3), np.uint8)).save(tmp_path / "imgs" / name)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    Image.fromarray(rng.integers(0, 256, (40, 40), np.uint8)).save(tmp_path / "gray.png")
+    return tmp_path
+
+
+def test_expand_images_keeps_order(workspace) -> None:
+    paths, missing = expand_images([str(workspace / "gray.png"), str(workspace / "imgs"),
+                                    str(workspace / "imgs" / "*.png"), str(workspace / "nope.png")])
+    names = [Path(p).name for p in paths]
+    assert names == ["gray.png", "a.jpg", "b.png", "c.png", "b.png", "c.png"]
+    assert missing == [(str(workspace / "nope.png"), "no such file or directory")]
+
+
+@pytest.mark.parametrize("framework", ["flax", "torch"])
+def test_embeddings_match_the_model(workspace, capsys, framework: str) -> None:
+    out = workspace / f"{framework}.npy"
+    code = embed_main([str(workspace / "gray.png"), str(workspace / "imgs"), "--weights",
+                       str(workspace / "model"), "-o", str(out), "--framework", framework,
+                       "--batch-size", "2", "--top-k", "2", "--quiet"])
+    assert code == 0
+    emb = np.load(out)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [Path(p).name for p in report["paths"]] == ["gray.png", "a.jpg", "b.png", "c.png"]
+    assert emb.shape == (4, 32) and emb.dtype == np.float32 and report["skipped"] == []
+    model = vit_torch.from_pretrained(workspace / "model")
+    x = np.stack([preprocess_array(p, CFG) for p in report["paths"]]).transpose(0, 3, 1, 2)
+    with torch.no_grad():
+        want_cls = model.vit(torch.from_numpy(x.copy())).numpy()
+        want_logits = model(torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_allclose(emb, want_cls, atol=1e-5, rtol=0)
+    top = report["top_k"][0]["labels"]
+    assert [t["label"] for t in top] == [CFG.extra["id2label"][i] for i in np.argsort(-want_logits[0])[:2]]
+    assert "gray.png\t" in capsys.readouterr().out
+
+
+def test_unreadable_images_are_reported_and_skipped(workspace, capsys) -> None:
+    out = workspace / "e.npy"
+    code = embed_main([str(workspace / "broken.png"), str(workspace / "imgs" / "a.jpg"),
+                       str(workspace / "imgs" / "notes.txt"), str(workspace / "missing.png"),
+                       "--weights", str(workspace / "model"), "-o", str(out), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    for name in ("broken.png", "notes.txt", "missing.png"):
+        assert f"skipping {workspace / name}" in err or f"skipping {workspace / 'imgs' / name}" in err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [Path(p).name for p in report["paths"]] == ["a.jpg"] and np.load(out).shape == (1, 32)
+    assert sorted(Path(s["path"]).name for s in report["skipped"]) == ["broken.png", "missing.png", "notes.txt"]
+
+
+def test_outputs_not_overwritten_and_bad_weights(workspace, capsys) -> None:
+    out = workspace / "x.npy"
+    out.write_bytes(b"keep")
+    args = [str(workspace / "gray.png"), "--weights", str(workspace / "model"), "-o", str(out), "--quiet"]
+    assert embed_main(args) == 3 and out.read_bytes() == b"keep"
+    assert embed_main(args + ["--force"]) == 0 and np.load(out).shape == (1, 32)
+    assert embed_main([str(workspace / "gray.png"), "--weights", str(workspace / "nope"), "-o",
+                       str(workspace / "y.npy")]) == 2
+    assert "nope" in capsys.readouterr().err and not (workspace / "y.npy").exists()
+
+
+def test_console_script(workspace) -> None:
+    script = Path(sys.executable).parent / "vit-embed"
+    out = subprocess.run([str(script), str(workspace / "imgs"), "--weights", str(workspace / "model"),
+                          "-o", str(workspace / "s.npy"), "--dtype", "bfloat16"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "3/3 images" in out.stderr and np.load(workspace / "s.npy").shape == (3, 32)

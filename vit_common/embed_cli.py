@@ -1,0 +1,233 @@
+"""vit-embed: images -> CLS embeddings (.npy), with top-k labels when the checkpoint classifies.
+
+    vit-embed IMAGES... --weights CHECKPOINT -o OUT.npy [--framework flax|torch] [--batch-size 32]
+              [--dtype float32|bfloat16|float16] [--attention eager|sdpa] [--top-k 5] [--force]
+
+IMAGES are files, directories (their image files, sorted) or glob patterns, kept in the order given.
+OUT.npy holds one float32 row per readable image, in that order; OUT.json beside it lists those
+images, the ones skipped (with why) and the top-k labels. An unreadable image is reported and
+skipped, and the exit code is then 1: never a silent drop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vit_common.preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+EXIT_OK, EXIT_SKIPPED, EXIT_BAD_INPUT, EXIT_EXISTS = 0, 1, 2, 3
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vit-embed", description="Embed images with a ViT checkpoint: one CLS vector per image.",
+        epilog="exit codes: 0 every image embedded, 1 some images were unreadable (reported, skipped, "
+               "the rest written), 2 bad arguments or weights, 3 OUT exists (use --force)")
+    p.add_argument("images", nargs="+", help="image files, directories or glob patterns")
+    p.add_argument("--weights", required=True, help="any checkpoint vit-convert reads")
+    p.add_argument("-o", "--output", required=True, help="OUT.npy (OUT.json is written beside it)")
+    p.add_argument("--config", help="preset or config.json for what the weights cannot say")
+    p.add_argument("--framework", choices=("flax", "torch"), default="flax")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="compute dtype (parameters stay float32)")
+    p.add_argument("--attention", choices=("eager", "sdpa"), default="eager")
+    p.add_argument("--top-k", type=int, default=5, help="labels per image when the checkpoint "
+                   "has a classifier (0: none)")
+    p.add_argument("--mean", type=float, nargs="+", help="normalisation mean (default: the "
+                   "checkpoint's preprocessor_config.json, else ImageNet's)")
+    p.add_argument("--std", type=float, nargs="+", help="normalisation std (likewise)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    return p
+
+
+def expand_images(specs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image paths in the order given, [(spec, why) for specs that name nothing])."""
+    paths, missing = [], []
+    for spec in specs:
+        if os.path.isdir(spec):
+            found = sorted(os.path.join(spec, n) for n in os.listdir(spec)
+                           if n.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                missing.append((spec, "directory holds no image files"))
+            paths += found
+        elif os.path.exists(spec):
+            paths.append(spec)
+        elif glob.has_magic(spec):
+            found = sorted(glob.glob(spec, recursive=True))
+            if not found:
+                missing.append((spec, "pattern matches no file"))
+            paths += [f for f in found if os.path.isfile(f)]
+        else:
+            missing.append((spec, "no such file or directory"))
+    return paths, missing
+
+
+def _normalisation(weights: str, mean: list[float] | None, std: list[float] | None
+                   ) -> tuple[Sequence[float], Sequence[float], str]:
+    """Mean/std: flags, else an HF preprocessor_config.json beside the weights, else ImageNet's."""
+    source = "ImageNet default"
+    m, s = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    pre = os.path.join(weights, "preprocessor_config.json") if os.path.isdir(weights) else ""
+    if pre and os.path.exists(pre):
+        with open(pre, encoding="utf-8") as f:
+            data = json.load(f)
+        if "image_mean" in data and "image_std" in data:
+            m, s, source = data["image_mean"], data["image_std"], pre
+    if mean or std:
+        m, s, source = mean or m, std or s, "--mean/--std"
+    return m, s, source
+
+
+class _Embedder:
+    """One framework's forward over batches of preprocessed pixels (B, H, W, C)."""
+
+    def __init__(self, framework: str, weights: str, config: Any, batch_size: int, dtype: str,
+                 attention: str) -> None:
+        self.framework = framework
+        if framework == "flax":
+            import vit_flax
+            from vit_flax.inference import InferenceEngine
+
+            model, params = vit_flax.from_pretrained(weights, config)
+            self.config = model.config
+            self.engine = InferenceEngine(self.config, params, batch_size=batch_size, dtype=dtype,  # type: ignore[arg-type]
+                                          attention_impl=attention)  # type: ignore[arg-type]
+        elif framework == "torch":
+            import torch
+
+            import vit_torch
+
+            self.torch = torch
+            self.model = vit_torch.from_pretrained(weights, config)
+            if attention == "sdpa":  # rebuild with the fused attention, same weights
+                cls = type(self.model)
+                state = self.model.state_dict()
+                self.model = cls(self.model.config, attention_impl="sdpa").eval()
+                self.model.load_state_dict(state)
+            self.dtype = getattr(torch, dtype)
+            self.model = self.model.to(self.dtype)
+            self.config = self.model.config
+        else:
+            raise ValueError(f"framework must be 'flax' or 'torch', got {framework!r}")
+        self.has_head = (self.engine.has_head if framework == "flax"
+                         else isinstance(self.model, vit_torch.ViTForImageClassification))
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        if self.framework == "flax":
+            return self.engine(pixels)
+        torch = self.torch
+        x = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()).to(self.dtype)  # (B, C, H, W)
+        with torch.no_grad():
+            if self.has_head:
+                cls = self.model.vit(x)
+                return {"cls": cls.float().numpy(), "logits": self.model.classifier(cls).float().numpy()}
+            return {"cls": self.model(x).float().numpy()}
+
+
+def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(paths), size):
+        yield paths[i:i + size]
+
+
+def embed_main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+        print(f"vit-embed: {message}", file=sys.stderr)
+        return code
+
+    from vit_common.checkpoints import atomic_write, atomic_write_text
+    from vit_common.preprocessing import preprocess_array
+
+    out_npy = args.output if args.output.endswith(".npy") else args.output + ".npy"
+    out_json = out_npy[:-len(".npy")] + ".json"
+    if args.batch_size < 1 or args.top_k < 0:
+        return fail("--batch-size must be >= 1 and --top-k >= 0")
+    for path in (out_npy, out_json):
+        if os.path.exists(path) and not args.force:
+            return fail(f"{path} exists; pass --force to replace it", EXIT_EXISTS)
+    paths, missing = expand_images(args.images)
+    try:
+        embedder = _Embedder(args.framework, args.weights, args.config, args.batch_size, args.dtype,
+                             args.attention)
+        mean, std, norm_source = _normalisation(args.weights, args.mean, args.std)
+    except (FileNotFoundError, ValueError) as e:
+        return fail(str(e))
+    config = embedder.config
+    id2label = {int(k): v for k, v in (config.extra.get("id2label") or {}).items()}
+    skipped: list[dict[str, str]] = [{"path": p, "error": why} for p, why in missing]
+    done: list[str] = []
+    rows: list[np.ndarray] = []
+    topk: list[list[dict[str, Any]]] = []
+    t0 = time.perf_counter()
+    for batch in _batches(paths, args.batch_size):
+        pixels, ok = [], []
+        for path in batch:
+            try:
+                pixels.append(preprocess_array(path, config, mean=mean, std=std))
+                ok.append(path)
+            except (OSError, ValueError) as e:
+                skipped.append({"path": path, "error": str(e)})
+                print(f"vit-embed: skipping {path}: {e}", file=sys.stderr)
+        if ok:
+            out = embedder(np.stack(pixels))
+            rows.append(out["cls"])
+            done += ok
+            if embedder.has_head and args.top_k:
+                topk += _top_k(out["logits"], args.top_k, id2label)
+        if not args.quiet:
+            n = len(done) + len(skipped) - len(missing)
+            rate = len(done) / max(time.perf_counter() - t0, 1e-9)
+            print(f"\rvit-embed: {n}/{len(paths)} images ({rate:.1f} img/s)", end="",
+                  file=sys.stderr, flush=True)
+    if not args.quiet and paths:
+        print(file=sys.stderr)
+    for spec, why in missing:
+        print(f"vit-embed: skipping {spec}: {why}", file=sys.stderr)
+    embeddings = np.concatenate(rows) if rows else np.zeros((0, config.hidden_size), np.float32)
+
+    def save(f: Any) -> None:
+        buf = io.BytesIO()
+        np.save(buf, embeddings.astype(np.float32), allow_pickle=False)
+        f.write(buf.getvalue())
+
+    report = {"weights": args.weights, "framework": args.framework, "dtype": args.dtype,
+              "normalisation": {"mean": list(mean), "std": list(std), "from": norm_source},
+              "shape": list(embeddings.shape), "paths": done, "skipped": skipped}
+    if topk:
+        report["top_k"] = [{"path": p, "labels": t} for p, t in zip(done, topk)]
+        for p, t in zip(done, topk):
+            print(p + "\t" + ", ".join(f"{e['label']} ({e['score']:.3f})" for e in t))
+    try:
+        atomic_write(out_npy, save, overwrite=args.force)
+        atomic_write_text(out_json, json.dumps(report, indent=2) + "\n", overwrite=args.force)
+    except (OSError, FileExistsError) as e:
+        return fail(f"writing {out_npy} failed: {e}")
+    print(f"wrote {out_npy} {embeddings.shape} and {out_json}"
+          + (f"; skipped {len(skipped)} unreadable input(s)" if skipped else ""), file=sys.stderr)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _top_k(logits: np.ndarray, k: int, id2label: dict[int, str]) -> list[list[dict[str, Any]]]:
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"label": id2label.get(int(i), f"LABEL_{int(i)}"), "index": int(i),
+              "score": float(p[i])} for i in row] for p, row in zip(probs, order)]
+
+
+if __name__ == "__main__":
+    sys.exit(embed_main())
