@@ -25,11 +25,13 @@ def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
 
 def _eager_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
                      train: bool) -> jax.Array:
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
+    # (B, heads, N, head_dim) operands: batch dimensions leading, which XLA's CPU dot runs ~3x
+    # faster than the (B, N, heads, head_dim) einsum
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
     # softmax in at least float32, as torch does for half-precision inputs
     probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
     probs = dropout(probs.astype(scores.dtype), deterministic=not train)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # (B, N, heads, head_dim)
+    return jnp.einsum("bhqk,bhkd->bhqd", probs, v)  # (B, heads, N, head_dim)
 
 
 def _sdpa_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
@@ -38,7 +40,9 @@ def _sdpa_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropou
     if train and dropout.rate > 0:
         raise ValueError("attention_impl='sdpa' has no attention dropout; train with 'eager' when "
                          "attention_probs_dropout_prob > 0")
-    return jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, N, heads, head_dim), jax's layout
+    out = jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+    return out.transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
 
 def _attention_fn(attention_impl: str) -> Callable[..., jax.Array]:
@@ -52,8 +56,10 @@ def _attention_fn(attention_impl: str) -> Callable[..., jax.Array]:
 
 def _activation(hidden_act: str) -> Callable[[jax.Array], jax.Array]:
     if hidden_act == "gelu":
-        # flax's gelu defaults to the tanh approximation; torch's nn.GELU() is the exact erf form
-        return lambda x: nn.gelu(x, approximate=False)
+        # the exact erf form, written as torch computes it. (flax's gelu defaults to the tanh
+        # approximation, and jax's exact one goes through erfc, which XLA's CPU backend runs
+        # ~15% slower in the fused MLP)
+        return lambda x: x * 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
     elif hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
         # Google's checkpoints were trained with the tanh approximation
         return lambda x: nn.gelu(x, approximate=True)
@@ -131,11 +137,11 @@ class ViTSelfAttention(ViTModule):
         heads, head_dim = self.num_heads, self.head_dim
 
         def split(t: jax.Array) -> jax.Array:
-            return t.reshape(b, n, heads, head_dim)  # (B, N, heads, head_dim)
+            return t.reshape(b, n, heads, head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        context = self.attend(q, k, v, self.dropout, train)  # (B, N, heads, head_dim)
-        return context.reshape(b, n, heads * head_dim)  # (B, N, hidden)
+        context = self.attend(q, k, v, self.dropout, train)  # (B, heads, N, head_dim)
+        return context.transpose(0, 2, 1, 3).reshape(b, n, heads * head_dim)  # (B, N, hidden)
 
 
 class ViTSelfOutput(ViTModule):
