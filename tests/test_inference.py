@@ -51,6 +51,16 @@ def test_padding_and_order(n: int) -> None:
     np.testing.assert_allclose(out["logits"], single, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("micro_batch", [1, 2, 4])
+def test_micro_batches_change_nothing(micro_batch: int) -> None:
+    params = _params()
+    x = _pixels(7)
+    plain = InferenceEngine(CFG, params, batch_size=4)(x)
+    sliced = InferenceEngine(CFG, params, batch_size=4, micro_batch=micro_batch)(x)
+    for k in ("cls", "logits"):
+        np.testing.assert_allclose(sliced[k], plain[k], atol=1e-6, rtol=0)
+
+
 def test_embed_logits_and_headless() -> None:
     x = _pixels(3)
     with_head = InferenceEngine(CFG, _params(), batch_size=2)
@@ -87,6 +97,8 @@ def test_bad_arguments() -> None:
         InferenceEngine(CFG, params, dtype="int8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive multiple of the 1 devices"):
         InferenceEngine(CFG, params, batch_size=0)
+    with pytest.raises(ValueError, match="micro_batch must divide the 4 images"):
+        InferenceEngine(CFG, params, batch_size=4, micro_batch=3)
     engine = InferenceEngine(CFG, params, batch_size=2)
     with pytest.raises(ValueError, match=r"\(N, 24, 36, 3\), got \(2, 3, 24, 36\)"):
         engine(np.zeros((2, 3, 24, 36), np.float32))
@@ -108,7 +120,10 @@ SHARDED = textwrap.dedent("""
     x = np.random.default_rng(0).normal(size=(21, 24, 36, 3)).astype(np.float32)
     sharded = InferenceEngine(cfg, params, batch_size=16)
     single = InferenceEngine(cfg, params, batch_size=16, devices=jax.devices()[:1])
-    a, b = sharded(x), single(x)
+    sliced = InferenceEngine(cfg, params, batch_size=16, micro_batch=1)  # shard_map + lax.map
+    a, b, c = sharded(x), single(x), sliced(x)
+    for k in ("cls", "logits"):
+        print("micro_" + k, float(np.abs(a[k] - c[k]).max()), c[k].shape)
     out = sharded._step(sharded.params, jax.device_put(x[:16], sharded.batch_sharding))
     assert len(out["cls"].sharding.device_set) == 8
     assert out["cls"].addressable_shards[0].data.shape == (2, 48)  # 16 rows over 8 devices
@@ -122,7 +137,7 @@ def test_sharded_equals_single_device() -> None:
                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
     diffs = {line.split()[0]: float(line.split()[1]) for line in out.stdout.splitlines()}
-    assert set(diffs) == {"cls", "logits"}
+    assert set(diffs) == {"cls", "logits", "micro_cls", "micro_logits"}
     assert all(d <= 1e-6 for d in diffs.values()), diffs
 
 

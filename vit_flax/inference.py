@@ -34,7 +34,10 @@ class InferenceEngine:
 
     def __init__(self, config: ViTConfig, params: Mapping[str, Any], *, batch_size: int = 32,
                  dtype: ComputeDtype = "float32", attention_impl: AttentionImpl = "eager",
-                 devices: Sequence[jax.Device] | None = None) -> None:
+                 devices: Sequence[jax.Device] | None = None, micro_batch: int | None = None) -> None:
+        """`micro_batch`: run each device's share of a batch as a loop (lax.map) over slices of
+        this many images. On CPUs a B/16 batch beyond ~8 images outgrows the caches and runs 20%
+        slower; slices keep the working set small. On GPUs leave it None."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
         params = params["params"] if set(params) == {"params"} else params
@@ -50,6 +53,11 @@ class InferenceEngine:
         if batch_size < 1 or batch_size % len(devices):
             raise ValueError(f"batch_size must be a positive multiple of the {len(devices)} devices "
                              f"it is split across, got {batch_size}")
+        per_device = batch_size // len(devices)
+        if micro_batch is not None and (micro_batch < 1 or per_device % micro_batch):
+            raise ValueError(f"micro_batch must divide the {per_device} images each device gets "
+                             f"per batch, got {micro_batch}")
+        self.micro_batch = micro_batch
         self.batch_size = batch_size
         self.local_batch_size = batch_size // jax.process_count()
         self.mesh = Mesh(np.asarray(devices), ("data",))
@@ -64,6 +72,19 @@ class InferenceEngine:
         self.input_shape = (self.local_batch_size, h, w, config.num_channels)
 
     def _forward(self, params: Any, pixels: jax.Array) -> dict[str, jax.Array]:
+        if self.micro_batch is None:
+            return self._apply(params, pixels)
+        mb = self.micro_batch
+
+        def per_device(params: Any, x: jax.Array) -> dict[str, jax.Array]:
+            slices = x.reshape(x.shape[0] // mb, mb, *x.shape[1:])  # (slices, mb, H, W, C)
+            out = jax.lax.map(lambda xi: self._apply(params, xi), slices)
+            return jax.tree_util.tree_map(lambda a: a.reshape(x.shape[0], *a.shape[2:]), out)
+
+        return jax.shard_map(per_device, mesh=self.mesh, in_specs=(PartitionSpec(), PartitionSpec("data")),
+                             out_specs=PartitionSpec("data"))(params, pixels)
+
+    def _apply(self, params: Any, pixels: jax.Array) -> dict[str, jax.Array]:
         def run(module: Any, x: jax.Array) -> dict[str, jax.Array]:
             vit = module.vit if self.has_head else module
             cls = vit(x)
