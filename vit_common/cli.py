@@ -164,6 +164,9 @@ def _convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=VERIFY_TOLERANCE,
                    help=f"--verify's bound on max |diff| (default {VERIFY_TOLERANCE:g})")
     p.add_argument("--force", action="store_true", help="replace an existing DST")
+    p.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="move the checkpoint "
+                   "to this image size (one number, or height width) for good: position embeddings "
+                   "resampled bicubically, as for fine-tuning at a new resolution")
     p.add_argument("--drop-pre-logits", action="store_true", help="load a Google npz that has a "
                    "pre_logits layer as a backbone without it (and without its head)")
     return p
@@ -205,6 +208,16 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
         ckpt = checkpoints.load_checkpoint(args.src, args.config, drop_pre_logits=args.drop_pre_logits)
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e))
+    source_config = ckpt.config
+    if args.image_size:
+        from vit_common.resample import resize_state
+
+        size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
+        try:
+            ckpt.state, ckpt.config = resize_state(ckpt.state, ckpt.config, size)  # type: ignore[arg-type]
+        except ValueError as e:
+            return fail(f"--image-size: {e}")
+        ckpt.notes.append(f"position embeddings resampled to image size {ckpt.config.image_size}")
     config = ckpt.config
     print(f"read {args.src}: {ckpt.format}, {len(ckpt.state)} tensors, {ckpt.nbytes / 2**20:,.1f} MiB, "
           f"{'ViTForImageClassification' if ckpt.has_head else 'VisionTransformer'} "
@@ -224,7 +237,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {note}")
     if not args.verify:
         return EXIT_OK
-    return _verify(args.src, args.output, target, is_dir, ckpt, args.tolerance, args.drop_pre_logits)
+    return _verify(args.src, args.output, target, is_dir, ckpt, args.tolerance, args.drop_pre_logits,
+                   source_config)
 
 
 def _write(ckpt: Any, dst: str, target: str, is_dir: bool, force: bool) -> None:
@@ -264,7 +278,7 @@ def _lost_in(target: str, is_dir: bool, config: ViTConfig) -> list[str]:
 
 
 def _verify(src: str, dst: str, target: str, is_dir: bool, ckpt: Any, tolerance: float,
-            drop_pre_logits: bool) -> int:
+            drop_pre_logits: bool, source_config: ViTConfig) -> int:
     import torch
 
     import vit_torch
@@ -272,12 +286,15 @@ def _verify(src: str, dst: str, target: str, is_dir: bool, ckpt: Any, tolerance:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     config = ckpt.config
-    source = vit_torch.from_pretrained(src, config, drop_pre_logits=drop_pre_logits)
+    # after --image-size the source runs at the new size through interpolate_pos_encoding: the
+    # permanent resize must compute what the run-time one does
+    source = vit_torch.from_pretrained(src, source_config, drop_pre_logits=drop_pre_logits)
+    resized = source_config.image_hw != config.image_hw
     h, w = config.image_hw
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, config.num_channels, h, w))
                          .astype(np.float32))
     with torch.no_grad():
-        want = _outputs(source, x)
+        want = _outputs(source, x, resized)
     if target == "flax":
         import jax
 
@@ -307,10 +324,10 @@ def _verify(src: str, dst: str, target: str, is_dir: bool, ckpt: Any, tolerance:
     return EXIT_OK if ok else EXIT_VERIFY_FAILED
 
 
-def _outputs(model: Any, x: Any) -> dict[str, np.ndarray]:
+def _outputs(model: Any, x: Any, interpolate: bool = False) -> dict[str, np.ndarray]:
     if hasattr(model, "classifier"):
-        return {"CLS": model.vit(x).numpy(), "logits": model(x).numpy()}
-    return {"CLS": model(x).numpy()}
+        return {"CLS": model.vit(x, interpolate).numpy(), "logits": model(x, interpolate).numpy()}
+    return {"CLS": model(x, interpolate).numpy()}
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vit_common.resample import bicubic_matrix
 from vit_flax.linen_utils import ModuleList, ViTModule
 
 
@@ -85,14 +86,14 @@ class ViTPatchEmbeddings(ViTModule):
     def setup(self) -> None:
         config = self.config
         self.pixel_shape = (*config.image_hw, config.num_channels)  # (H, W, C)
-        p = config.patch_size
+        self.patch_size = p = config.patch_size
         self.projection = nn.Conv(
             config.hidden_size, kernel_size=(p, p), strides=(p, p), padding="VALID",
             dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=_trunc_normal(config.initializer_range), bias_init=jax.nn.initializers.zeros)
 
-    def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        _check_pixels(self.pixel_shape, pixel_values)
+    def __call__(self, pixel_values: jax.Array, interpolate_pos_encoding: bool = False) -> jax.Array:
+        _check_pixels(self.pixel_shape, pixel_values, self.patch_size if interpolate_pos_encoding else None)
         x = self.projection(pixel_values)  # (B, H/p, W/p, hidden)
         b, h, w, d = x.shape
         return x.reshape(b, h * w, d)  # (B, N, hidden), patches in row-major (h, w) order
@@ -103,6 +104,7 @@ class ViTEmbeddings(ViTModule):
 
     def setup(self) -> None:
         config = self.config
+        self.grid_size = config.grid_size
         init = _trunc_normal(config.initializer_range)
         self.cls_token = self.param("cls_token", init, (1, 1, config.hidden_size), self.param_dtype)
         self.patch_embeddings = ViTPatchEmbeddings(**self.module_args)
@@ -111,11 +113,17 @@ class ViTEmbeddings(ViTModule):
             self.param_dtype)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
-        x = self.patch_embeddings(pixel_values)  # (B, N, hidden)
+    def __call__(self, pixel_values: jax.Array, train: bool = False,
+                 interpolate_pos_encoding: bool = False) -> jax.Array:
+        """`interpolate_pos_encoding`: accept any image size that is a multiple of the patch size,
+        resampling the position embeddings bicubically to its patch grid (HF's option)."""
+        x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
         cls = jnp.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
-        x = jnp.concatenate([cls, x], axis=1) + self.position_embeddings.astype(x.dtype)
-        return self.dropout(x, deterministic=not train)  # (B, N + 1, hidden)
+        p = self.patch_embeddings.patch_size
+        grid = (pixel_values.shape[1] // p, pixel_values.shape[2] // p)
+        pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid)
+        x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)  # (B, N + 1, hidden)
+        return self.dropout(x, deterministic=not train)
 
 
 class ViTSelfAttention(ViTModule):
@@ -225,12 +233,15 @@ class VisionTransformer(ViTModule):
         self.encoder = ViTEncoder(**self.module_args)
         self.layernorm = _layernorm(self)
 
-    def forward_features(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
+    def forward_features(self, pixel_values: jax.Array, train: bool = False,
+                         interpolate_pos_encoding: bool = False) -> jax.Array:
         """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
-        return self.layernorm(self.encoder(self.embeddings(pixel_values, train), train))
+        x = self.embeddings(pixel_values, train, interpolate_pos_encoding)
+        return self.layernorm(self.encoder(x, train))
 
-    def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
-        return self.forward_features(pixel_values, train)[:, 0]  # (B, hidden)
+    def __call__(self, pixel_values: jax.Array, train: bool = False,
+                 interpolate_pos_encoding: bool = False) -> jax.Array:
+        return self.forward_features(pixel_values, train, interpolate_pos_encoding)[:, 0]  # (B, hidden)
 
 
 class ViTForImageClassification(ViTModule):
@@ -243,11 +254,26 @@ class ViTForImageClassification(ViTModule):
         self.vit = VisionTransformer(**self.module_args)
         self.classifier = _dense(self, self.config.num_labels)
 
-    def __call__(self, pixel_values: jax.Array, train: bool = False) -> jax.Array:
-        return self.classifier(self.vit(pixel_values, train))
+    def __call__(self, pixel_values: jax.Array, train: bool = False,
+                 interpolate_pos_encoding: bool = False) -> jax.Array:
+        return self.classifier(self.vit(pixel_values, train, interpolate_pos_encoding))
 
 
-def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array) -> None:
+def _resize_pos_embed(pos: jax.Array, grid: tuple[int, int], new_grid: tuple[int, int]) -> jax.Array:
+    """(1, 1 + gh*gw, D) position embeddings resampled to another patch grid, [CLS] slot kept:
+    PyTorch's bicubic interpolation as two matrices (vit_common.resample), shared with vit_torch."""
+    if new_grid == tuple(grid):
+        return pos
+    mh = jnp.asarray(bicubic_matrix(grid[0], new_grid[0]), pos.dtype)  # (new_gh, gh)
+    mw = jnp.asarray(bicubic_matrix(grid[1], new_grid[1]), pos.dtype)  # (new_gw, gw)
+    patches = pos[0, 1:].reshape(grid[0], grid[1], -1)  # (gh, gw, D)
+    patches = jnp.einsum("ih,hwd->iwd", mh, patches)
+    patches = jnp.einsum("jw,iwd->ijd", mw, patches)  # (new_gh, new_gw, D)
+    return jnp.concatenate([pos[:, :1], patches.reshape(1, -1, pos.shape[-1])], axis=1)
+
+
+def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array,
+                  any_size_multiple_of: int | None = None) -> None:
     if not hasattr(pixel_values, "shape") or not hasattr(pixel_values, "ndim"):
         raise TypeError(f"expected an array of pixels (B, H, W, C), got "
                         f"{type(pixel_values).__name__}")
@@ -255,9 +281,14 @@ def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array) -> None:
         raise ValueError(f"expected pixels of shape (B, H, W, C) = (B, {want[0]}, {want[1]}, "
                          f"{want[2]}), got {tuple(pixel_values.shape)} (rank {pixel_values.ndim})")
     got = tuple(pixel_values.shape[1:])
+    p = any_size_multiple_of
+    if p and got[2] == want[2] and all(s > 0 and s % p == 0 for s in got[:2]):
+        return  # interpolate_pos_encoding: any size on the patch grid
     if got != want:
         hint = ""
-        if pixel_values.shape[1] == want[2] and got[2] != want[2]:
+        if p and got[2] == want[2]:
+            hint = f"; with interpolate_pos_encoding, H and W must be multiples of the patch size {p}"
+        elif pixel_values.shape[1] == want[2] and got[2] != want[2]:
             hint = "; this looks channels-first (B, C, H, W): use pixels.transpose(0, 2, 3, 1)"
         raise ValueError(f"expected pixels (B, H, W, C) = (B, {want[0]}, {want[1]}, {want[2]}), got "
                          f"{tuple(pixel_values.shape)}{hint}")

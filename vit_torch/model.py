@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vit_common.config import ViTConfig
+from vit_common.resample import bicubic_matrix
 
 
 def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
@@ -64,11 +65,11 @@ class ViTPatchEmbeddings(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.pixel_shape = (config.num_channels, *config.image_hw)  # (C, H, W)
-        p = config.patch_size
+        self.patch_size = p = config.patch_size
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        _check_pixels(self.pixel_shape, pixel_values)
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        _check_pixels(self.pixel_shape, pixel_values, self.patch_size if interpolate_pos_encoding else None)
         x = self.projection(pixel_values)  # (B, hidden, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, N, hidden), patches in row-major (h, w) order
 
@@ -78,16 +79,22 @@ class ViTEmbeddings(nn.Module):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
+        self.grid_size = config.grid_size
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.hidden_size))
         self.patch_embeddings = ViTPatchEmbeddings(config)
         self.position_embeddings = nn.Parameter(
             torch.empty(1, config.num_patches + 1, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embeddings(pixel_values)  # (B, N, hidden)
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """`interpolate_pos_encoding`: accept any image size that is a multiple of the patch size,
+        resampling the position embeddings bicubically to its patch grid (HF's option)."""
+        x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, hidden)
-        x = torch.cat([cls, x], dim=1) + self.position_embeddings  # (B, N + 1, hidden)
+        p = self.patch_embeddings.patch_size
+        grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
+        pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid)
+        x = torch.cat([cls, x], dim=1) + pos  # (B, N + 1, hidden)
         return self.dropout(x)
 
 
@@ -206,12 +213,13 @@ class VisionTransformer(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.apply(functools.partial(init_weights, config))
 
-    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, pixel_values: torch.Tensor,
+                         interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
-        return self.layernorm(self.encoder(self.embeddings(pixel_values)))
+        return self.layernorm(self.encoder(self.embeddings(pixel_values, interpolate_pos_encoding)))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(pixel_values)[:, 0]  # (B, hidden)
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.forward_features(pixel_values, interpolate_pos_encoding)[:, 0]  # (B, hidden)
 
 
 class ViTForImageClassification(nn.Module):
@@ -227,8 +235,8 @@ class ViTForImageClassification(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(config, self.classifier)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.vit(pixel_values))
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.classifier(self.vit(pixel_values, interpolate_pos_encoding))
 
 
 def init_weights(config: ViTConfig, module: nn.Module) -> None:
@@ -246,7 +254,21 @@ def init_weights(config: ViTConfig, module: nn.Module) -> None:
         _trunc_normal(module.position_embeddings.data, std)
 
 
-def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor) -> None:
+def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """(1, 1 + gh*gw, D) position embeddings resampled to another patch grid, [CLS] slot kept:
+    PyTorch's bicubic interpolation as two matrices (vit_common.resample), shared with vit_flax."""
+    if new_grid == tuple(grid):
+        return pos
+    mh = torch.tensor(bicubic_matrix(grid[0], new_grid[0]), dtype=pos.dtype, device=pos.device)
+    mw = torch.tensor(bicubic_matrix(grid[1], new_grid[1]), dtype=pos.dtype, device=pos.device)
+    patches = pos[0, 1:].reshape(grid[0], grid[1], -1)  # (gh, gw, D)
+    patches = torch.einsum("ih,hwd->iwd", mh, patches)
+    patches = torch.einsum("jw,iwd->ijd", mw, patches)  # (new_gh, new_gw, D)
+    return torch.cat([pos[:, :1], patches.reshape(1, -1, pos.shape[-1])], dim=1)
+
+
+def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor,
+                  any_size_multiple_of: int | None = None) -> None:
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor of pixels (B, C, H, W), got "
                         f"{type(pixel_values).__name__}")
@@ -254,9 +276,14 @@ def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor) -> Non
         raise ValueError(f"expected pixels of shape (B, C, H, W) = (B, {want[0]}, {want[1]}, "
                          f"{want[2]}), got {tuple(pixel_values.shape)} (rank {pixel_values.ndim})")
     got = tuple(pixel_values.shape[1:])
+    p = any_size_multiple_of
+    if p and got[0] == want[0] and all(s > 0 and s % p == 0 for s in got[1:]):
+        return  # interpolate_pos_encoding: any size on the patch grid
     if got != want:
         hint = ""
-        if pixel_values.shape[-1] == want[0] and got[0] != want[0]:
+        if p and got[0] == want[0]:
+            hint = f"; with interpolate_pos_encoding, H and W must be multiples of the patch size {p}"
+        elif pixel_values.shape[-1] == want[0] and got[0] != want[0]:
             hint = "; this looks channels-last (B, H, W, C): use pixels.permute(0, 3, 1, 2)"
         raise ValueError(f"expected pixels (B, C, H, W) = (B, {want[0]}, {want[1]}, {want[2]}), got "
                          f"{tuple(pixel_values.shape)}{hint}")

@@ -1,0 +1,75 @@
+"""Position-embedding resampling, computed once in numpy and applied identically by both twins.
+
+PyTorch's bicubic interpolation (`F.interpolate(mode="bicubic", align_corners=False)`, what HF's
+`interpolate_pos_encoding` and timm's `resample_abs_pos_embed` call) is separable: each output row
+is a fixed weighted sum of at most four input rows. Writing those weights as a matrix, one per axis,
+turns the resize into two small matmuls that torch and jax compute the same way, so the twins agree
+to float64 rounding instead of to the two libraries' interpolation kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from vit_common.config import ViTConfig
+
+_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
+
+
+def _cubic(t: float) -> tuple[float, float, float, float]:
+    """Weights of the taps at -1, 0, +1, +2 for a fractional offset t in [0, 1)."""
+    a = _A
+
+    def near(x: float) -> float:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+@functools.lru_cache(maxsize=64)
+def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) float64 matrix M with M @ x == F.interpolate(x, out_size, "bicubic",
+    align_corners=False) along one axis (taps beyond the edge clamp to the edge, as PyTorch's)."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
+    m = np.zeros((out_size, in_size), np.float64)
+    scale = in_size / out_size
+    for i in range(out_size):
+        src = (i + 0.5) * scale - 0.5  # half-pixel centres, not clamped for cubic
+        x0 = math.floor(src)
+        for tap, w in zip(range(x0 - 1, x0 + 3), _cubic(src - x0)):
+            m[i, min(max(tap, 0), in_size - 1)] += w
+    m.setflags(write=False)
+    return m
+
+
+def resize_pos_embed(pos: np.ndarray, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> np.ndarray:
+    """Position embeddings (1, 1 + gh*gw, D) for a new (gh, gw) patch grid; the [CLS] slot is kept.
+    A permanent resize for fine-tuning at a new resolution (vit-convert --image-size)."""
+    pos = np.asarray(pos)
+    (gh, gw), (nh, nw) = old_grid, new_grid
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[1] != 1 + gh * gw:
+        raise ValueError(f"expected position embeddings (1, 1 + {gh}*{gw}, D), got {pos.shape}")
+    grid = pos[0, 1:].reshape(gh, gw, -1).astype(np.float64)
+    out = np.einsum("ih,hwd->iwd", bicubic_matrix(gh, nh), grid)
+    out = np.einsum("jw,iwd->ijd", bicubic_matrix(gw, nw), out)
+    return np.concatenate([pos[:, :1], out.reshape(1, nh * nw, -1).astype(pos.dtype)], axis=1)
+
+
+def resize_state(state: dict[str, np.ndarray], config: ViTConfig, image_size: int | tuple[int, int]
+                 ) -> tuple[dict[str, np.ndarray], ViTConfig]:
+    """A canonical state dict and its config moved to a new image size for good: the position
+    embeddings resampled as at run time, everything else unchanged."""
+    new_config = config.replace(image_size=image_size)
+    key = next(k for k in state if k.endswith("embeddings.position_embeddings"))
+    state = dict(state)
+    state[key] = resize_pos_embed(state[key], config.grid_size, new_config.grid_size)
+    return state, new_config
