@@ -82,8 +82,10 @@ def test_default_size_is_the_configs() -> None:
 
 
 def test_bad_inputs(tmp_path) -> None:
-    with pytest.raises(ValueError, match="uint8.*got dtype float32"):
-        preprocess_array(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8.*or a float image.*got dtype int16"):
+        preprocess_array(np.zeros((8, 8, 3), np.int16))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\], got range \[2, 2\]"):
+        preprocess_array(np.full((8, 8, 3), 2.0, np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, 3\).*got \(8, 8, 5\)"):
         preprocess_array(np.zeros((8, 8, 5), np.uint8))
     with pytest.raises(ValueError, match=r"got \(2, 8, 8, 3\)"):
@@ -94,7 +96,7 @@ def test_bad_inputs(tmp_path) -> None:
     broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     with pytest.raises(ValueError, match="broken.jpg"):
         preprocess_array(broken)
-    with pytest.raises(TypeError, match="got list"):
+    with pytest.raises(TypeError, match="got list"):  # one image; lists go to preprocess_image
         preprocess_array([[0, 1]])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mean needs 3 values"):
         preprocess_array(_random_image(), mean=(0.5, 0.5))

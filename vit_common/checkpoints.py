@@ -510,7 +510,29 @@ def load_checkpoint(path: str | os.PathLike, config: ViTConfig | str | os.PathLi
     with_head = "classifier.weight" in state
     resolved = _resolve_config(config, hf_config, state, with_head, naming, known, weights)
     check_state_dict(state, resolved, with_head, what=weights, unexpected=unplaced)
+    preprocessing = _preprocessing(path, naming)
+    if preprocessing is not None and "preprocessing" not in resolved.extra:
+        resolved = resolved.replace(extra={**resolved.extra, "preprocessing": preprocessing})
     return Checkpoint(state, resolved, described, notes)
+
+
+def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
+    """How the checkpoint's pixels should be prepared: an HF directory's preprocessor_config.json,
+    else Google's convention for npz (mean = std = 0.5); None when the source does not say."""
+    from vit_common.preprocessing import PRESETS, Preprocessing
+
+    pre = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else ""
+    if pre and os.path.exists(pre):
+        try:
+            with open(pre, encoding="utf-8") as f:
+                settings = Preprocessing.from_hf(json.load(f))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{pre}: not a readable preprocessor config ({e})") from None
+    elif naming == "npz":
+        settings = PRESETS["inception"]
+    else:
+        return None
+    return dataclasses.asdict(settings)
 
 
 def _read_sharded(directory: str) -> dict[str, np.ndarray]:
@@ -648,8 +670,16 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
     prog = Progress(sum(v.nbytes for v in state.values()), f"writing {directory}") if progress else None
 
     def fill(tmp: str) -> None:
-        text = json.dumps(hf_config_dict(config, with_head), indent=2, sort_keys=True) + "\n"
-        atomic_write_text(os.path.join(tmp, "config.json"), text)
+        from vit_common.preprocessing import Preprocessing
+
+        data = hf_config_dict(config, with_head)
+        carried = data.pop("preprocessing", None)  # goes to its own file, as in HF
+        atomic_write_text(os.path.join(tmp, "config.json"),
+                          json.dumps(data, indent=2, sort_keys=True) + "\n")
+        if carried is not None:
+            pre = Preprocessing(**carried).to_hf(config)
+            atomic_write_text(os.path.join(tmp, "preprocessor_config.json"),
+                              json.dumps(pre, indent=2, sort_keys=True) + "\n")
         if framework == "torch":
             write_safetensors(os.path.join(tmp, "model.safetensors"), state,
                               metadata={"format": "pt"}, progress=prog)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from vit_common.preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 EXIT_OK, EXIT_SKIPPED, EXIT_BAD_INPUT, EXIT_EXISTS = 0, 1, 2, 3
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -46,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="labels per image when the checkpoint "
                    "has a classifier (0: none)")
     p.add_argument("--mean", type=float, nargs="+", help="normalisation mean (default: the "
-                   "checkpoint's preprocessor_config.json, else ImageNet's)")
+                   "checkpoint's own, from preprocessor_config.json or its format, else ImageNet's)")
     p.add_argument("--std", type=float, nargs="+", help="normalisation std (likewise)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -75,17 +74,15 @@ def expand_images(specs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]
     return paths, missing
 
 
-def _normalisation(weights: str, mean: list[float] | None, std: list[float] | None
+def _normalisation(config: Any, mean: list[float] | None, std: list[float] | None
                    ) -> tuple[Sequence[float], Sequence[float], str]:
-    """Mean/std: flags, else an HF preprocessor_config.json beside the weights, else ImageNet's."""
-    source = "ImageNet default"
-    m, s = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    pre = os.path.join(weights, "preprocessor_config.json") if os.path.isdir(weights) else ""
-    if pre and os.path.exists(pre):
-        with open(pre, encoding="utf-8") as f:
-            data = json.load(f)
-        if "image_mean" in data and "image_std" in data:
-            m, s, source = data["image_mean"], data["image_std"], pre
+    """Mean/std: flags, else the checkpoint's own (preprocessor_config.json, npz convention),
+    else ImageNet's."""
+    from vit_common.preprocessing import preprocessing_for
+
+    settings = preprocessing_for(config)
+    source = "checkpoint" if "preprocessing" in config.extra else "ImageNet default"
+    m, s = settings.mean, settings.std
     if mean or std:
         m, s, source = mean or m, std or s, "--mean/--std"
     return m, s, source
@@ -163,7 +160,7 @@ def embed_main(argv: Sequence[str] | None = None) -> int:
     try:
         embedder = _Embedder(args.framework, args.weights, args.config, args.batch_size, args.dtype,
                              args.attention)
-        mean, std, norm_source = _normalisation(args.weights, args.mean, args.std)
+        mean, std, norm_source = _normalisation(embedder.config, args.mean, args.std)
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e))
     config = embedder.config

@@ -1,72 +1,207 @@
-"""The framework-neutral core of preprocess_image: PIL resize, scale to [0, 1], normalize.
+"""The framework-neutral core of preprocess_image: load, resize (optionally resize-shorter-side and
+centre-crop), scale to [0, 1], normalize.
 
 Both frameworks' `preprocess_image` call `preprocess_array` and only change the layout and the
-array type, so they give identical numbers.
+array type, so they give identical numbers. The steps and their rounding are those of HF's
+`ViTImageProcessor` PIL backend (and of torchvision / timm transforms on PIL images): PIL resizes
+the 8-bit image, then `/ 255` and `(x - mean) / std` in float32.
+
+Loading rules: paths, bytes, PIL images and numpy arrays (HWC / HW uint8, or float in [0, 1]).
+EXIF orientation is applied. Colour: alpha is dropped, as PIL's convert("RGB") does and as HF and
+timm do (LA -> L, RGBA -> RGB, P -> via RGBA -> RGB); CMYK is converted by PIL; 16-bit grayscale
+(I;16) is scaled by 1/65535 and kept in float. Images over `MAX_PIXELS` are refused before their
+pixels are decoded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
-from collections.abc import Sequence
-from typing import Any, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vit_common.config import ViTConfig
 
 # torchvision / timm's ImageNet statistics, the SEED's "typical for models pre-trained on ImageNet".
 IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# HF ViTImageProcessor's defaults ("IMAGENET_STANDARD"), used by google/vit-* checkpoints.
+# HF ViTImageProcessor's defaults ("IMAGENET_STANDARD"), used by Google's ViT checkpoints.
 IMAGENET_STANDARD_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+Resample = Literal["bilinear", "bicubic"]
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-def load_image(image: ImageInput, num_channels: int = 3) -> Image.Image:
-    """A path, PIL image or HWC / HW uint8 array as a PIL image with `num_channels` channels."""
-    if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a checkpoint's weights expect their pixels."""
+
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    resample: Resample = "bilinear"
+    # None: resize straight to the model's size (HF). A fraction: resize the shorter side to
+    # size / crop_pct, then centre-crop to the size (timm's eval transform, crop_pct 0.875 / 0.9)
+    crop_pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {tuple(_RESAMPLE)}, got {self.resample!r}")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {tuple(self.std)}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    @classmethod
+    def from_hf(cls, data: Mapping[str, Any]) -> Preprocessing:
+        """From an HF preprocessor_config.json dict (resample 2 = bilinear, 3 = bicubic)."""
+        resample = {2: "bilinear", 3: "bicubic"}.get(data.get("resample", 2))
+        if resample is None:
+            raise ValueError(f"preprocessor_config.json: resample {data.get('resample')!r} is not "
+                             f"bilinear (2) or bicubic (3)")
+        return cls(mean=tuple(data.get("image_mean", IMAGENET_STANDARD_MEAN)),
+                   std=tuple(data.get("image_std", IMAGENET_STANDARD_STD)),
+                   resample=resample, crop_pct=data.get("crop_pct"))  # type: ignore[arg-type]
+
+    def to_hf(self, config: ViTConfig) -> dict[str, Any]:
+        h, w = config.image_hw
+        data: dict[str, Any] = {
+            "image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
+            "do_normalize": True, "rescale_factor": 1 / 255, "image_mean": list(self.mean),
+            "image_std": list(self.std), "resample": {"bilinear": 2, "bicubic": 3}[self.resample],
+            "size": {"height": h, "width": w}}
+        if self.crop_pct is not None:
+            data["crop_pct"] = self.crop_pct
+        return data
+
+
+PRESETS: dict[str, Preprocessing] = {
+    "imagenet": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    # mean = std = 0.5: HF's ViTImageProcessor and Google's ViT checkpoints
+    "inception": Preprocessing(IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD),
+}
+
+
+def preprocessing_for(config: ViTConfig | None) -> Preprocessing:
+    """A checkpoint's own preprocessing, carried in config.extra["preprocessing"] by from_pretrained
+    (read from preprocessor_config.json, or the source's convention); the "imagenet" preset else."""
+    carried = (config.extra.get("preprocessing") if config is not None else None)
+    if isinstance(carried, Preprocessing):
+        return carried
+    if isinstance(carried, Mapping):
+        return Preprocessing(**carried)
+    return PRESETS["imagenet"]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _open(image: str | os.PathLike | bytes, max_pixels: int) -> Image.Image:
+    name = "image bytes" if isinstance(image, (bytes, bytearray, memoryview)) else os.fspath(image)
+    try:
+        f = Image.open(io.BytesIO(bytes(image)) if name == "image bytes" else name)  # header only
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {name}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {name}: {e}") from None
+    with f:
+        pixels = f.size[0] * f.size[1]
+        if pixels > max_pixels:
+            raise ValueError(f"{name}: {f.size[0]}x{f.size[1]} = {pixels:,} pixels exceeds the limit "
+                             f"of {max_pixels:,} (a decompression bomb, or pass max_pixels=)")
         try:
-            with Image.open(path) as f:
-                f.load()
-                pil = f.copy()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image file not found: {path}") from None
-        except (OSError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot read image {path}: {e}") from None
+            f.load()
+            return ImageOps.exif_transpose(f)  # the camera's orientation; also copies the pixels
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ValueError(f"cannot read image {name}: truncated or corrupt ({e})") from None
+
+
+def load_image(image: ImageInput, num_channels: int = 3, *,
+               max_pixels: int = MAX_PIXELS) -> Image.Image | np.ndarray:
+    """An image as a PIL image of `num_channels` channels (8-bit), or as a float32 (H, W, C) array
+    in [0, 1] for inputs with more than 8 bits (float arrays, 16-bit grayscale)."""
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        pil = _open(image, max_pixels)
     elif isinstance(image, Image.Image):
         pil = image
     elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image array (H, W, C) with values 0..255, "
-                             f"got dtype {image.dtype}")
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
-            raise ValueError(f"expected an image array of shape (H, W), (H, W, 1), (H, W, 3) or "
-                             f"(H, W, 4), got {image.shape}")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"expected a non-empty image, got shape {image.shape}")
-        pil = Image.fromarray(image)
+        return _from_array(image, num_channels)
     else:
-        raise TypeError(f"expected a path, a PIL.Image.Image or a uint8 numpy array, "
+        raise TypeError(f"expected a path, bytes, a PIL.Image.Image or a numpy array, "
                         f"got {type(image).__name__}")
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):  # more than 8 bits of gray: keep them
+        gray = np.asarray(pil, dtype=np.float32) / (65535.0 if pil.mode.startswith("I;16") else
+                                                    max(float(np.asarray(pil).max()), 1.0))
+        return _channels(gray[..., None], num_channels)
     if num_channels == 3:
+        if pil.mode == "P":
+            pil = pil.convert("RGBA")  # palette transparency becomes alpha, then dropped below
         return pil if pil.mode == "RGB" else pil.convert("RGB")
     if num_channels == 1:
         return pil if pil.mode == "L" else pil.convert("L")
     raise ValueError(f"preprocessing supports 1 or 3 channels, the config has {num_channels}")
 
 
+def _from_array(image: np.ndarray, num_channels: int) -> Image.Image | np.ndarray:
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+        raise ValueError(f"expected an image array of shape (H, W), (H, W, 1), (H, W, 3) or "
+                         f"(H, W, 4), got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"expected a non-empty image, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return load_image(Image.fromarray(image), num_channels)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ValueError(f"expected a float image with values in [0, 1], got range "
+                             f"[{np.nanmin(image):.3g}, {np.nanmax(image):.3g}]")
+        rgb = image[..., :3] if image.ndim == 3 else image[..., None]  # alpha dropped
+        return _channels(rgb.astype(np.float32), num_channels)
+    raise ValueError(f"expected a uint8 image (0..255) or a float image in [0, 1], got dtype "
+                     f"{image.dtype}")
+
+
+def _channels(x: np.ndarray, num_channels: int) -> np.ndarray:
+    if x.shape[-1] == num_channels:
+        return x
+    if num_channels == 3:  # gray -> RGB
+        return np.repeat(x, 3, axis=-1)
+    if num_channels == 1:  # ITU-R 601-2 luma, PIL's convert("L") weights
+        return (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    raise ValueError(f"preprocessing supports 1 or 3 channels, the config has {num_channels}")
+
+
+# ---------------------------------------------------------------------------------------------
+# resizing and normalising
+
+
 def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
                      image_size: int | Sequence[int] | None = None,
-                     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-                     std: Sequence[float] = IMAGENET_DEFAULT_STD,
-                     resample: Image.Resampling = Image.Resampling.BILINEAR) -> np.ndarray:
-    """Resize to the model's image size, scale to [0, 1], normalize: float32 (H, W, C), no batch."""
+                     preset: str | None = None, resample: Resample | None = None,
+                     crop_pct: float | None = None, mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image -> float32 (H, W, C), no batch dimension.
+
+    Settings: `preset` ("imagenet" or "inception") else the config's carried preprocessing else
+    "imagenet"; then `resample`, `crop_pct`, `mean`, `std` override single fields.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    settings = PRESETS[preset] if preset is not None else preprocessing_for(config)
+    overrides = {k: v for k, v in (("resample", resample), ("crop_pct", crop_pct),
+                                   ("mean", mean), ("std", std)) if v is not None}
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
     config = config or ViTConfig()
     if image_size is None:
         height, width = config.image_hw
@@ -75,14 +210,37 @@ def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
     else:
         height, width = image_size
     channels = config.num_channels
-    mean_a, std_a = _stats(mean, channels, "mean"), _stats(std, channels, "std")
-    if np.any(std_a <= 0):
-        raise ValueError(f"std must be positive, got {tuple(std)}")
-    pil = load_image(image, channels)
-    if pil.size != (width, height):
-        pil = pil.resize((width, height), resample=resample)
-    pixels = np.asarray(pil, dtype=np.float32).reshape(height, width, channels) / np.float32(255.0)
+    mean_a, std_a = _stats(settings.mean, channels, "mean"), _stats(settings.std, channels, "std")
+    img = load_image(image, channels, max_pixels=max_pixels)
+    pixels = _resize(img, height, width, settings)  # float32 (H, W, C) in [0, 1]
     return ((pixels - mean_a) / std_a).astype(np.float32)
+
+
+def _resize(img: Image.Image | np.ndarray, height: int, width: int, s: Preprocessing) -> np.ndarray:
+    """Resize (and crop) with PIL; 8-bit images stay 8-bit until the end, as in HF and timm."""
+    if isinstance(img, np.ndarray):  # float data: each channel as a PIL "F" image
+        planes = [Image.fromarray(np.ascontiguousarray(img[..., c])) for c in range(img.shape[-1])]
+        planes = [_resize_one(p, height, width, s) for p in planes]
+        return np.stack([np.asarray(p, np.float32) for p in planes], axis=-1)
+    out = np.asarray(_resize_one(img, height, width, s), dtype=np.float32)
+    return out.reshape(height, width, -1) / np.float32(255.0)
+
+
+def _resize_one(img: Image.Image, height: int, width: int, s: Preprocessing) -> Image.Image:
+    method = _RESAMPLE[s.resample]
+    if s.crop_pct is None:
+        return img if img.size == (width, height) else img.resize((width, height), resample=method)
+    # timm: the shorter side to floor(size / crop_pct) (aspect kept), then a centre crop
+    scale = int(np.floor(min(height, width) / s.crop_pct))
+    w0, h0 = img.size
+    if w0 <= h0:
+        new = (scale, int(scale * h0 / w0))
+    else:
+        new = (int(scale * w0 / h0), scale)
+    img = img.resize(new, resample=method)
+    left = int(round((new[0] - width) / 2.0))
+    top = int(round((new[1] - height) / 2.0))
+    return img.crop((left, top, left + width, top + height))
 
 
 def _stats(values: Sequence[float], channels: int, name: str) -> np.ndarray:
@@ -92,6 +250,16 @@ def _stats(values: Sequence[float], channels: int, name: str) -> np.ndarray:
     if arr.shape[0] != channels:
         raise ValueError(f"{name} needs {channels} values (one per channel), got {tuple(values)}")
     return arr
+
+
+def preprocess_batch(images: ImageInput | Sequence[ImageInput], config: ViTConfig | None = None,
+                     **kwargs: Any) -> np.ndarray:
+    """One image or a list of them -> float32 (N, H, W, C)."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("expected at least one image, got an empty list")
+        return np.stack([preprocess_array(im, config, **kwargs) for im in images])
+    return preprocess_array(images, config, **kwargs)[None]
 
 
 def demo_image(size: int = 256, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""Preprocessing that matches the ecosystem (HF ViTImageProcessor, timm's eval transform) on real
+photographs, presets carried by checkpoints, and robust loading of every common image kind."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vit_flax
+import vit_torch
+from vit_common.config import ViTConfig
+from vit_common.preprocessing import MAX_PIXELS, PRESETS, load_image, preprocess_array
+
+sklearn_datasets = pytest.importorskip("sklearn.datasets")
+transformers = pytest.importorskip("transformers")
+
+PHOTOS = ["china.jpg", "flower.jpg"]  # real photographs shipped inside scikit-learn
+
+
+def _photo(name: str) -> np.ndarray:
+    return sklearn_datasets.load_sample_image(name)
+
+
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("preset", ["inception", "imagenet"])
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_matches_hf_vit_image_processor(photo: str, preset: str, resample: str) -> None:
+    p = PRESETS[preset]
+    hf = transformers.ViTImageProcessorPil(image_mean=list(p.mean), image_std=list(p.std),
+                                           resample={"bilinear": 2, "bicubic": 3}[resample])
+    want = hf(images=_photo(photo), return_tensors="np")["pixel_values"]  # (1, 3, 224, 224)
+    got = vit_torch.preprocess_image(_photo(photo), image_size=224, preset=preset, resample=resample)
+    assert got.shape == want.shape
+    assert float(np.abs(got.numpy() - want).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("crop_pct, resample", [(0.875, "bicubic"), (0.9, "bilinear"), (1.0, "bicubic")])
+def test_crop_pct_matches_timm_eval_transform(crop_pct: float, resample: str) -> None:
+    timm_data = pytest.importorskip("timm.data")
+    transform = timm_data.create_transform(input_size=(3, 224, 224), crop_pct=crop_pct,
+                                           interpolation=resample, mean=PRESETS["imagenet"].mean,
+                                           std=PRESETS["imagenet"].std)
+    for photo in PHOTOS:
+        want = transform(Image.fromarray(_photo(photo))).numpy()  # (3, 224, 224)
+        got = preprocess_array(_photo(photo), image_size=224, preset="imagenet", resample=resample,
+                               crop_pct=crop_pct)
+        assert float(np.abs(got.transpose(2, 0, 1) - want).max()) <= 1e-6
+
+
+def test_batches_and_frameworks_agree() -> None:
+    photos = [_photo(n) for n in PHOTOS]
+    pt = vit_torch.preprocess_image(photos, image_size=(96, 128), preset="inception")
+    fx = vit_flax.preprocess_image(photos, image_size=(96, 128), preset="inception")
+    assert pt.shape == (2, 3, 96, 128) and fx.shape == (2, 96, 128, 3)
+    np.testing.assert_array_equal(pt.numpy().transpose(0, 2, 3, 1), np.asarray(fx))
+    np.testing.assert_array_equal(pt[1].numpy(), vit_torch.preprocess_image(
+        photos[1], image_size=(96, 128), preset="inception")[0].numpy())
+
+
+def test_checkpoint_carries_its_preprocessing(tmp_path) -> None:
+    """An HF directory's preprocessor_config.json travels with the model: preprocess_image(x,
+    model.config) reproduces HF's processor for it, and save_pretrained writes it back."""
+    config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1,
+                       intermediate_size=32, image_size=64, patch_size=16, num_labels=2)
+    vit_torch.save_pretrained(vit_torch.ViTForImageClassification(config), tmp_path / "m")
+    hf = transformers.ViTImageProcessorPil(size={"height": 64, "width": 64}, resample=3)
+    hf.save_pretrained(tmp_path / "m")
+    model = vit_torch.from_pretrained(tmp_path / "m")
+    want = hf(images=_photo("flower.jpg"), return_tensors="np")["pixel_values"]
+    got = vit_torch.preprocess_image(_photo("flower.jpg"), model.config)
+    assert float(np.abs(got.numpy() - want).max()) <= 1e-6
+    fx, _ = vit_flax.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(np.asarray(vit_flax.preprocess_image(_photo("flower.jpg"), fx.config)),
+                                  got.numpy().transpose(0, 2, 3, 1))
+    vit_torch.save_pretrained(model, tmp_path / "again")
+    again = transformers.ViTImageProcessorPil.from_pretrained(tmp_path / "again")
+    assert (list(again.image_mean), again.resample) == ([0.5, 0.5, 0.5], 3)
+    # a checkpoint that says nothing gets the seed's ImageNet default
+    plain = preprocess_array(_photo("flower.jpg"), config)
+    np.testing.assert_array_equal(plain, preprocess_array(_photo("flower.jpg"), config, preset="imagenet"))
+
+
+# --- robust loading -----------------------------------------------------------------------------
+
+RGB = np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "RGB", "I;16", "1"])
+def test_pil_modes(mode: str) -> None:
+    if mode == "I;16":
+        img = Image.fromarray(RGB[..., 0].astype(np.uint16) * 257)
+        assert img.mode == "I;16"
+        want = np.repeat(RGB[..., :1].astype(np.float32) / 255, 3, axis=-1)  # 16-bit gray, kept exact
+        got = load_image(img)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    else:
+        img = Image.fromarray(RGB).convert(mode)
+        got = load_image(img)
+        assert isinstance(got, Image.Image) and got.mode == "RGB" and got.size == (40, 30)
+        if mode in ("RGB", "RGBA"):  # alpha dropped: the colour values are kept as they are
+            np.testing.assert_array_equal(np.asarray(got), RGB)
+        if mode in ("L", "LA"):
+            gray = np.asarray(Image.fromarray(RGB).convert("L"))
+            np.testing.assert_array_equal(np.asarray(got), np.repeat(gray[..., None], 3, axis=-1))
+    out = preprocess_array(img, image_size=16)
+    assert out.shape == (16, 16, 3) and np.isfinite(out).all()
+
+
+def test_rgba_alpha_rule() -> None:
+    rgba = np.concatenate([RGB, np.zeros((30, 40, 1), np.uint8)], axis=-1)  # fully transparent
+    np.testing.assert_array_equal(preprocess_array(rgba, image_size=16), preprocess_array(RGB, image_size=16))
+
+
+def test_bytes_float_arrays_and_grayscale() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(RGB).save(buf, format="PNG")
+    np.testing.assert_array_equal(preprocess_array(buf.getvalue(), image_size=16),
+                                  preprocess_array(RGB, image_size=16))
+    as_float = RGB.astype(np.float32) / 255  # float in [0, 1]: resized in float, no 8-bit rounding
+    np.testing.assert_allclose(preprocess_array(as_float, image_size=16),
+                               preprocess_array(RGB, image_size=16), atol=2e-2)
+    np.testing.assert_allclose(preprocess_array(as_float, image_size=(30, 40)),
+                               preprocess_array(RGB, image_size=(30, 40)), atol=1e-5)
+    gray = preprocess_array(RGB[..., 0], image_size=(30, 40))  # (H, W) -> three equal planes
+    assert np.allclose(gray[..., 0] * PRESETS["imagenet"].std[0] + PRESETS["imagenet"].mean[0],
+                       gray[..., 2] * PRESETS["imagenet"].std[2] + PRESETS["imagenet"].mean[2], atol=1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    img = Image.fromarray(RGB)  # 40 wide, 30 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    loaded = load_image(tmp_path / "rot.jpg")
+    assert loaded.size == (30, 40)  # displayed upright: 30 wide, 40 high
+
+
+def test_bad_files_name_the_file(tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="notes.txt"):
+        preprocess_array(tmp_path / "notes.txt")
+    Image.fromarray(RGB).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.jpg.*truncated or corrupt"):
+        preprocess_array(tmp_path / "cut.jpg")
+    with pytest.raises(ValueError, match="image bytes"):
+        preprocess_array(b"\x00\x01 not an image")
+
+
+def test_decompression_bomb_is_refused(tmp_path) -> None:
+    Image.new("1", (12_000, 8_000)).save(tmp_path / "bomb.png")  # 96 Mpx, a few KB on disk
+    with pytest.raises(ValueError, match=f"bomb.png: 12000x8000 = 96,000,000 pixels exceeds the limit of {MAX_PIXELS:,}"):
+        preprocess_array(tmp_path / "bomb.png")
+    with pytest.raises(ValueError, match="exceeds the limit of 1,000"):
+        preprocess_array(_png_bytes(), max_pixels=1_000)
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(RGB).save(buf, format="PNG")
+    return buf.getvalue()
