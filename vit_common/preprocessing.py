@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union
 
@@ -108,7 +109,9 @@ def preprocessing_for(config: ViTConfig | None) -> Preprocessing:
 def _open(image: str | os.PathLike | bytes, max_pixels: int) -> Image.Image:
     name = "image bytes" if isinstance(image, (bytes, bytearray, memoryview)) else os.fspath(image)
     try:
-        f = Image.open(io.BytesIO(bytes(image)) if name == "image bytes" else name)  # header only
+        with warnings.catch_warnings():  # our own limit below says it better than PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            f = Image.open(io.BytesIO(bytes(image)) if name == "image bytes" else name)  # header only
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {name}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
