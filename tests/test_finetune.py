@@ -1,0 +1,50 @@
+"""vit-finetune: the same recipe in both frameworks tracks closely, writes loadable checkpoints and
+a plot; the full run (slow) reaches >= 95% test accuracy on sklearn's digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import vit_flax
+import vit_torch
+from vit_common.finetune import DIGITS_CONFIG, batches, load_digits, main, run
+
+# Same initial weights, same batches, dropout off: the two loss curves may only differ by float32
+# rounding, which grows slowly over steps; over the first 10 steps it stays far below this.
+FIRST_STEPS_BOUND = 1e-4
+
+
+def test_smoke_run_both_frameworks(tmp_path) -> None:
+    summary = run(str(tmp_path / "run"), epochs=2, framework="both", max_steps=40, seed=0, quiet=True)
+    a, b = np.asarray(summary["flax"]["losses"]), np.asarray(summary["torch"]["losses"])
+    assert len(a) == len(b) == 40
+    assert summary["max_abs_loss_diff_first_10_steps"] <= FIRST_STEPS_BOUND
+    assert a[-5:].mean() < a[:5].mean() and b[-5:].mean() < b[:5].mean()  # on its way down
+    for sub in ("torch", "flax"):
+        model = vit_torch.from_pretrained(tmp_path / "run" / sub)
+        fx, params = vit_flax.from_pretrained(tmp_path / "run" / sub)
+        assert model.config.num_labels == 10 and fx.config.image_size == 8
+    assert (tmp_path / "run" / "loss_curves.png").stat().st_size > 1000
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert set(history) >= {"flax", "torch", "max_abs_loss_diff_first_10_steps"}
+    assert main(["-o", str(tmp_path / "run"), "--steps", "2", "--quiet"]) == 3  # not without --force
+
+
+def test_data_and_batches_are_deterministic() -> None:
+    x_train, y_train, x_test, y_test = load_digits(0)
+    assert x_train.shape == (1437, 8, 8, 1) and x_test.shape == (360, 8, 8, 1)
+    assert -1.0 <= x_train.min() and x_train.max() <= 1.0 and set(np.unique(y_train)) == set(range(10))
+    first = list(batches(len(x_train), 64, 2, 0))
+    assert [b.tolist() for b in first] == [b.tolist() for b in batches(len(x_train), 64, 2, 0)]
+    assert len(first) == 2 * (1437 // 64) and DIGITS_CONFIG.num_channels == 1
+
+
+@pytest.mark.slow
+def test_full_run_learns(tmp_path) -> None:
+    summary = run(str(tmp_path / "full"), epochs=60, framework="both", max_steps=None, seed=0, quiet=True)
+    for name in ("flax", "torch"):
+        assert summary[name]["test_accuracy"] >= 0.95, (name, summary[name]["test_accuracy"])
+        assert summary[name]["seconds"] < 300

@@ -1,0 +1,246 @@
+"""vit-finetune: train a small ViT classifier on scikit-learn's digits with the same recipe in Flax
+(a jit-compiled optax AdamW step, cosine-decayed learning rate) and in PyTorch (torch.optim.AdamW
+with the same schedule), from the same initial weights
+on the same batches, and compare them.
+
+    vit-finetune [-o runs/digits] [--epochs 60] [--framework both|flax|torch] [--steps N] [--force]
+
+Writes, under the output directory: loss_curves.png (both frameworks' training loss per step),
+history.json (losses, accuracies, timings) and one HF checkpoint directory per framework
+(torch/, flax/) that from_pretrained loads in either framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vit_common.config import ViTConfig
+
+# 8x8 digits as 1-channel images, 2x2 patches: 16 tokens + [CLS]
+DIGITS_CONFIG = ViTConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          intermediate_size=128, image_size=8, patch_size=2, num_channels=1,
+                          num_labels=10, layer_norm_eps=1e-6,
+                          extra={"id2label": {i: str(i) for i in range(10)}})
+RECIPE = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.05, "batch_size": 64}
+
+
+def load_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (shipped with the package): train/test (N, 8, 8, 1) float32 in
+    [0, 1] normalised to mean 0.5 / std 0.5, and int labels; a fixed 80/20 split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    data = sk_digits()
+    x = (data.images.astype(np.float32) / 16.0 - 0.5) / 0.5
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order][..., None], y[order]
+    cut = int(0.8 * len(x))
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def batches(n: int, batch_size: int, epochs: int, seed: int) -> Iterator[np.ndarray]:
+    """The same index batches for both frameworks: a fresh permutation per epoch, full batches."""
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield order[i:i + batch_size]
+
+
+def initial_state(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
+    """Initial weights, drawn once (torch's initialiser) and handed to both frameworks."""
+    import torch
+
+    import vit_torch
+    from vit_common.convert import to_numpy
+
+    torch.manual_seed(seed)
+    return {k: to_numpy(v).copy() for k, v in vit_torch.ViTForImageClassification(config).state_dict().items()}
+
+
+def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, steps: list[np.ndarray],
+               progress: Any) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import vit_flax
+    from vit_common.convert import flax_to_torch, torch_to_flax
+
+    x_train, y_train, x_test, y_test = data
+    model = vit_flax.ViTForImageClassification(config)
+    params = jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state, config))
+    schedule = optax.cosine_decay_schedule(RECIPE["lr"], len(steps))
+    tx = optax.adamw(schedule, *RECIPE["betas"], eps=RECIPE["eps"],
+                     weight_decay=RECIPE["weight_decay"])
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any, jax.Array]:
+        def loss_fn(p: Any) -> jax.Array:
+            logits = model.apply({"params": p}, x, train=True)  # dropout is 0 in this recipe
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    predict = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
+    losses = []
+    t0 = time.perf_counter()
+    for idx in steps:
+        params, opt_state, loss = step(params, opt_state, x_train[idx], y_train[idx])
+        losses.append(float(loss))
+        progress("flax", len(losses), len(steps), losses[-1])
+    seconds = time.perf_counter() - t0
+    acc = float((np.asarray(predict(params, x_test)) == y_test).mean())
+    return {"losses": losses, "test_accuracy": acc, "seconds": seconds, "model": model,
+            "params": params, "state": flax_to_torch(params, config)}
+
+
+def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
+                steps: list[np.ndarray], progress: Any) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    import vit_torch
+
+    x_train, y_train, x_test, y_test = data
+    model = vit_torch.ViTForImageClassification(config)
+    vit_torch.load_numpy_state_dict(model, state)
+    model.train()  # dropout is 0 in this recipe
+    opt = torch.optim.AdamW(model.parameters(), lr=RECIPE["lr"], betas=RECIPE["betas"],
+                            eps=RECIPE["eps"], weight_decay=RECIPE["weight_decay"])
+    # optax.cosine_decay_schedule: lr * (1 + cos(pi * step / total)) / 2, step counted from 0
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, len(steps)) / len(steps))))
+    xt = torch.from_numpy(x_train.transpose(0, 3, 1, 2).copy())  # (N, C, H, W)
+    yt = torch.from_numpy(y_train)
+    losses = []
+    t0 = time.perf_counter()
+    for idx in steps:
+        i = torch.from_numpy(idx)
+        loss = F.cross_entropy(model(xt[i]), yt[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        progress("torch", len(losses), len(steps), losses[-1])
+    seconds = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x_test.transpose(0, 3, 1, 2).copy())).argmax(-1).numpy()
+    return {"losses": losses, "test_accuracy": float((pred == y_test).mean()), "seconds": seconds,
+            "model": model}
+
+
+def _progress(quiet: bool) -> Any:
+    def show(name: str, i: int, n: int, loss: float) -> None:
+        if quiet or (i % 10 and i != n):
+            return
+        bar = "#" * int(30 * i / n)
+        print(f"\r{name:5} [{bar:30}] step {i}/{n} loss {loss:.4f}", end="\n" if i == n else "",
+              file=sys.stderr, flush=True)
+
+    return show
+
+
+def plot(histories: dict[str, dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vit_common.checkpoints import atomic_write
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, style in (("flax", "-"), ("torch", "--")):
+        if name in histories:
+            h = histories[name]
+            ax.plot(h["losses"], style, label=f"{name} (test acc {h['test_accuracy']:.1%})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.set_yscale("log")
+    ax.set_title("ViT on sklearn digits: same weights, same batches, AdamW in optax and torch")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=True)
+
+
+def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
+        quiet: bool = False, force: bool = False) -> dict[str, Any]:
+    import vit_flax
+    import vit_torch
+
+    if os.path.exists(out_dir) and os.listdir(out_dir) and not force:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass --force to replace its files")
+    os.makedirs(out_dir, exist_ok=True)
+    config = DIGITS_CONFIG
+    data = load_digits(seed)
+    steps = list(batches(len(data[0]), RECIPE["batch_size"], epochs, seed))[:max_steps]
+    state = initial_state(config, seed)
+    progress = _progress(quiet)
+    histories: dict[str, dict[str, Any]] = {}
+    if framework in ("both", "flax"):
+        histories["flax"] = train_flax(config, state, data, steps, progress)
+        vit_flax.save_pretrained(histories["flax"]["model"], histories["flax"]["params"],
+                                 os.path.join(out_dir, "flax"), overwrite=force)
+    if framework in ("both", "torch"):
+        histories["torch"] = train_torch(config, state, data, steps, progress)
+        vit_torch.save_pretrained(histories["torch"]["model"], os.path.join(out_dir, "torch"),
+                                  overwrite=force)
+    summary = {name: {k: h[k] for k in ("losses", "test_accuracy", "seconds")}
+               for name, h in histories.items()}
+    if len(histories) == 2:
+        a, b = (np.asarray(histories[n]["losses"]) for n in ("flax", "torch"))
+        summary["max_abs_loss_diff_first_10_steps"] = float(np.abs(a[:10] - b[:10]).max())
+    from vit_common.checkpoints import atomic_write_text
+
+    atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(summary, indent=1) + "\n")
+    try:
+        plot(histories, os.path.join(out_dir, "loss_curves.png"))
+    except ImportError:
+        print("matplotlib not installed: no loss-curve plot (pip install matplotlib)", file=sys.stderr)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vit-finetune", description=__doc__.splitlines()[0])
+    p.add_argument("-o", "--output", default="runs/digits")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--steps", type=int, help="stop after this many steps (a smoke run)")
+    p.add_argument("--framework", choices=("both", "flax", "torch"), default="both")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
+                      args.force)
+    except FileExistsError as e:
+        print(f"vit-finetune: {e}", file=sys.stderr)
+        return 3
+    for name in ("flax", "torch"):
+        if name in summary:
+            s = summary[name]
+            print(f"{name}: {len(s['losses'])} steps in {s['seconds']:.1f} s, final loss "
+                  f"{s['losses'][-1]:.4f}, test accuracy {s['test_accuracy']:.2%}")
+    if "max_abs_loss_diff_first_10_steps" in summary:
+        print(f"loss curves, first 10 steps: max |flax - torch| = "
+              f"{summary['max_abs_loss_diff_first_10_steps']:.2e}")
+    print(f"wrote {args.output}/loss_curves.png, history.json, torch/ and flax/ checkpoints")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
