@@ -14,6 +14,7 @@ existing output is replaced only with `overwrite=True`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -363,13 +364,25 @@ class _NpzReader(Mapping):
         return key in self.npz.files
 
 
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, overwrite: bool = False,
-              progress: Progress | None = None) -> None:
-    """An uncompressed .npz written one array at a time (np.savez's format, no pickles)."""
+def write_npz(path: str | os.PathLike,
+              arrays: Mapping[str, np.ndarray] | Sequence[tuple[str, Callable[[], np.ndarray]]], *,
+              overwrite: bool = False, progress: Progress | None = None) -> None:
+    """An uncompressed .npz written one array at a time (np.savez's format, no pickles). `arrays`
+    may be (name, function making the array) pairs: the next one is then made on a second thread
+    while this one is written (numpy's copies, zlib's CRC and the file writes all release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries = (list(arrays) if not isinstance(arrays, Mapping)
+               else [(k, functools.partial(arrays.__getitem__, k)) for k in arrays])
 
     def write(f: IO[bytes]) -> None:
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, arr in arrays.items():
+        with ThreadPoolExecutor(max_workers=1) as pool, \
+                zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            pending = pool.submit(entries[0][1]) if entries else None
+            for i, (name, _) in enumerate(entries):
+                arr = pending.result()  # type: ignore[union-attr]
+                if i + 1 < len(entries):
+                    pending = pool.submit(entries[i + 1][1])
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                     # transposed kernels go out as Fortran-order .npy, strided ones in chunks:
                     # write_array never needs a whole contiguous copy
@@ -719,7 +732,7 @@ def save_npz(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.
     """Google's vision_transformer .npz layout (readable by its code, timm and big_vision)."""
     from vit_common import foreign
 
-    arrays = foreign.to_npz(state, config)
-    prog = Progress(sum(v.nbytes for v in arrays.values()), f"writing {path}") if progress else None
-    write_npz(path, arrays, overwrite=overwrite, progress=prog)
+    entries = foreign.npz_entries(state, config)
+    prog = Progress(sum(v.nbytes for v in state.values()), f"writing {path}") if progress else None
+    write_npz(path, entries, overwrite=overwrite, progress=prog)
 

@@ -19,8 +19,9 @@ slot, optionally one stacked "scanned" block):
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -243,18 +244,25 @@ def npz_defaults() -> dict[str, Any]:
     return {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6}
 
 
-def to_npz(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
-    """Canonical -> google-research/vision_transformer npz names and layouts."""
+def npz_entries(state: Mapping[str, np.ndarray], config: ViTConfig
+                ) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """Canonical -> google-research/vision_transformer npz names, each with a function that makes
+    its array: a writer can build the next array while it writes this one."""
     backbone, head = split_head(state)
-    out = {npz: fwd(backbone[ours]) for ours, npz, fwd, _ in NPZ_GLOBAL}
+    out = [(npz, functools.partial(fwd, backbone[ours])) for ours, npz, fwd, _ in NPZ_GLOBAL]
     for i in range(config.num_hidden_layers):
         for ours, npz, fwd, _ in _npz_rules("vit"):
             if ours.format(i=i) in backbone:
-                out[npz.format(i=i)] = fwd(backbone[ours.format(i=i)], config)
+                out.append((npz.format(i=i), functools.partial(fwd, backbone[ours.format(i=i)], config)))
     for leaf, npz, fwd, _ in NPZ_HEAD:
         if leaf in head:
-            out[npz] = fwd(head[leaf])
+            out.append((npz, functools.partial(fwd, head[leaf])))
     return out
+
+
+def to_npz(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
+    """Canonical -> google-research/vision_transformer npz names and layouts."""
+    return {name: make() for name, make in npz_entries(state, config)}
 
 
 class UnsupportedCheckpoint(ValueError):
