@@ -67,3 +67,19 @@ def test_torch_compile(attention_impl: str) -> None:
     x_pt, _ = pixels(config, "float32")
     with torch.no_grad():
         assert max_diff(model(x_pt), compiled(x_pt).numpy()) <= FP32
+
+
+def test_from_pretrained_picks_the_attention(tmp_path) -> None:
+    config = TINY_CONFIGS["h48-3heads"]
+    torch.manual_seed(2)
+    vit_torch.save_pretrained(vit_torch.ViTForImageClassification(config).eval(), tmp_path / "m")
+    x_pt, x_fx = pixels(config, "float32")
+    eager = vit_torch.from_pretrained(tmp_path / "m")
+    sdpa = vit_torch.from_pretrained(tmp_path / "m", attention_impl="sdpa")
+    assert sdpa.vit.encoder.layer[0].attention.attention.attend.__name__ == "_sdpa_attention"
+    fx, params = vit_flax.from_pretrained(tmp_path / "m", attention_impl="sdpa")
+    assert fx.attention_impl == "sdpa"
+    with torch.no_grad():
+        want = eager(x_pt)
+        assert max_diff(want, sdpa(x_pt).numpy()) <= FP32
+    assert max_diff(want, fx.apply({"params": params}, x_fx)) <= FP32

@@ -244,16 +244,10 @@ def write_torch(path: str | os.PathLike, state: Mapping[str, np.ndarray], *,
                 overwrite: bool = False) -> None:
     import torch
 
-    tensors = {k: _to_torch(v) for k, v in state.items()}
+    from vit_common.convert import to_torch
+
+    tensors = {k: to_torch(v) for k, v in state.items()}
     atomic_write(path, lambda f: torch.save(tensors, f), overwrite=overwrite)
-
-
-def _to_torch(a: np.ndarray) -> Any:
-    import torch
-
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(np.array(a).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.array(a))
 
 
 # Flax's msgpack format (flax.serialization): nested maps of str keys; each array an ext record of

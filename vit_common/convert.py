@@ -122,6 +122,18 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def to_torch(array: np.ndarray) -> Any:
+    """numpy -> torch tensor (imports torch when called), bfloat16 (ml_dtypes) included, which
+    torch.from_numpy refuses. A writable, C-ordered copy: jax and memory-mapped files hand out
+    read-only buffers, and a transposed view would give torch a strided weight (another GEMM path,
+    other rounding)."""
+    import torch
+
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.array(array, order="C").view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array, order="C"))
+
+
 def _torch_int16() -> Any:
     import torch
 

@@ -108,12 +108,7 @@ class _Embedder:
             import vit_torch
 
             self.torch = torch
-            self.model = vit_torch.from_pretrained(weights, config)
-            if attention == "sdpa":  # rebuild with the fused attention, same weights
-                cls = type(self.model)
-                state = self.model.state_dict()
-                self.model = cls(self.model.config, attention_impl="sdpa").eval()
-                self.model.load_state_dict(state)
+            self.model = vit_torch.from_pretrained(weights, config, attention_impl=attention)  # type: ignore[arg-type]
             self.dtype = getattr(torch, dtype)
             self.model = self.model.to(self.dtype)
             self.config = self.model.config

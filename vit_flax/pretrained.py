@@ -12,18 +12,19 @@ import jax.numpy as jnp
 from vit_common.checkpoints import load_checkpoint, save_hf
 from vit_common.config import ViTConfig
 from vit_common.convert import flax_to_torch, torch_to_flax
+from vit_flax.linen_utils import AttentionImpl
 from vit_flax.model import ViTForImageClassification, VisionTransformer
 
 
 def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None, *,
                     dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                    drop_pre_logits: bool = False
+                    attention_impl: AttentionImpl = "eager", drop_pre_logits: bool = False
                     ) -> tuple[VisionTransformer | ViTForImageClassification, dict[str, Any]]:
     """Load any supported checkpoint (see vit_torch.from_pretrained) as (model, params); params are
     jax arrays in `param_dtype`, the model computes in `dtype`."""
     ckpt = load_checkpoint(path, config, drop_pre_logits=drop_pre_logits)
     cls = ViTForImageClassification if ckpt.has_head else VisionTransformer
-    model = cls(ckpt.config, dtype=dtype, param_dtype=param_dtype)
+    model = cls(ckpt.config, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=param_dtype),
                                     torch_to_flax(ckpt.state, ckpt.config))
     return model, params

@@ -10,13 +10,13 @@ import torch
 from vit_common.checkpoints import load_checkpoint, save_hf
 from vit_common.config import ViTConfig
 from vit_common.convert import to_numpy
-from vit_torch.model import ViTForImageClassification, VisionTransformer
+from vit_torch.model import AttentionImpl, ViTForImageClassification, VisionTransformer
 from vit_torch.utils import to_tensor
 
 
 def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None, *,
-                    dtype: torch.dtype = torch.float32, drop_pre_logits: bool = False
-                    ) -> VisionTransformer | ViTForImageClassification:
+                    dtype: torch.dtype = torch.float32, attention_impl: AttentionImpl = "eager",
+                    drop_pre_logits: bool = False) -> VisionTransformer | ViTForImageClassification:
     """Load any supported checkpoint (HF directory, .safetensors / .pt / .bin in HF or timm naming,
     HF Flax .msgpack, Google .npz) into the model class it holds, in eval mode.
 
@@ -26,7 +26,7 @@ def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLi
     ckpt = load_checkpoint(path, config, drop_pre_logits=drop_pre_logits)
     cls = ViTForImageClassification if ckpt.has_head else VisionTransformer
     with torch.device("meta"):  # no random init of weights about to be replaced
-        model = cls(ckpt.config)
+        model = cls(ckpt.config, attention_impl)
     model.load_state_dict({k: to_tensor(v) for k, v in ckpt.state.items()}, strict=True, assign=True)
     return model.to(dtype).eval()
 

@@ -8,14 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from vit_common.convert import to_torch
+
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """numpy -> torch, bfloat16 (ml_dtypes) included, which torch.from_numpy refuses."""
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(np.array(array, order="C").view(np.int16)).view(torch.bfloat16)
-    # a writable, C-ordered copy: jax and memory-mapped files hand out read-only buffers, and a
-    # transposed view would give torch a strided weight (another GEMM path, other rounding)
-    return torch.from_numpy(np.array(array, order="C"))
+    """numpy -> torch, bfloat16 (ml_dtypes) included (vit_common.convert.to_torch)."""
+    return to_torch(array)
 
 
 def load_numpy_state_dict(model: nn.Module, state: Mapping[str, np.ndarray]) -> nn.Module:
