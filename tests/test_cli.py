@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import vit_common.convert
-from vit_common.cli import run_demo
+from vit_cli.demo import run_demo
 from vit_common.config import ViTConfig
 
 SMALL = ViTConfig.from_preset("Ti/16", num_hidden_layers=2, image_size=64)
@@ -20,7 +20,7 @@ def test_demo_console_script(tmp_path) -> None:
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)).save(image)
     out = subprocess.run(
-        [sys.executable, "-m", "vit_common.cli", str(image), "--preset", "Ti/16", "--batch-size",
+        [sys.executable, "-m", "vit_cli.demo", str(image), "--preset", "Ti/16", "--batch-size",
          "2", "--iters", "1"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     text = out.stdout
@@ -56,6 +56,6 @@ def test_demo_reports_a_mismatch(monkeypatch) -> None:
     (["--batch-size", "0"], "--batch-size"),
 ])
 def test_demo_bad_arguments(args: list[str], message: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "vit_common.cli", *args], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "vit_cli.demo", *args], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 2 and message in out.stderr

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vit_common.config import PRESETS, ViTConfig
+from vit_common.config import MODEL_PRESETS, ViTConfig
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -66,7 +66,7 @@ def test_preset_values_and_overrides() -> None:
     s32 = ViTConfig.from_preset("s32", layer_norm_eps=1e-6, num_labels=10)
     assert s32.patch_size == 32 and s32.hidden_size == 384 and s32.layer_norm_eps == 1e-6
     assert ViTConfig.from_preset("vit-base-patch16-384").image_size == 384
-    assert set(PRESETS) == {"Ti/16", "S/16", "S/32", "B/16", "B/32", "L/16", "L/32", "H/14"}
+    assert set(MODEL_PRESETS) == {"Ti/16", "S/16", "S/32", "B/16", "B/32", "L/16", "L/32", "H/14"}
 
 
 @pytest.mark.parametrize("name", ["B/8", "X/16", "", "B16x", "Ti/32x"])
@@ -112,11 +112,11 @@ def test_hf_defaults_and_labels() -> None:
 def test_hf_errors_name_the_problem(tmp_path) -> None:
     with pytest.raises(ValueError, match="model_type 'vit'.*'bert'"):
         ViTConfig.from_hf({"model_type": "bert"})
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="config.json: no such config.json"):
         ViTConfig.from_hf(tmp_path)
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="config.json: not a config.json .invalid JSON"):
         ViTConfig.from_hf(bad)
     with pytest.raises(ValueError, match="3 labels but num_labels is 2"):
         ViTConfig(num_labels=2, extra={"id2label": {0: "a", 1: "b", 2: "c"}})

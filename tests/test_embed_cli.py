@@ -14,7 +14,7 @@ from PIL import Image
 
 import vit_torch
 from vit_common.config import ViTConfig
-from vit_common.embed_cli import embed_main, expand_images
+from vit_cli.embed import expand_images, main as embed_main
 from vit_common.preprocessing import preprocess_array
 
 CFG = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,

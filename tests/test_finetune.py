@@ -10,7 +10,7 @@ import pytest
 
 import vit_flax
 import vit_torch
-from vit_common.finetune import DIGITS_CONFIG, batches, load_digits, main, run
+from vit_cli.finetune import DIGITS_CONFIG, batches, load_digits, main, run
 
 # Same initial weights, same batches, dropout off: the two loss curves may only differ by float32
 # rounding, which grows slowly over steps; over the first 10 steps it stays far below this.

@@ -13,7 +13,7 @@ from PIL import Image
 import vit_flax
 import vit_torch
 from vit_common.config import ViTConfig
-from vit_common.preprocessing import MAX_PIXELS, PRESETS, load_image, preprocess_array
+from vit_common.preprocessing import MAX_PIXELS, NORMALISATIONS, load_image, preprocess_array
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 transformers = pytest.importorskip("transformers")
@@ -29,7 +29,7 @@ def _photo(name: str) -> np.ndarray:
 @pytest.mark.parametrize("preset", ["inception", "imagenet"])
 @pytest.mark.parametrize("photo", PHOTOS)
 def test_matches_hf_vit_image_processor(photo: str, preset: str, resample: str) -> None:
-    p = PRESETS[preset]
+    p = NORMALISATIONS[preset]
     hf = transformers.ViTImageProcessorPil(image_mean=list(p.mean), image_std=list(p.std),
                                            resample={"bilinear": 2, "bicubic": 3}[resample])
     want = hf(images=_photo(photo), return_tensors="np")["pixel_values"]  # (1, 3, 224, 224)
@@ -42,8 +42,8 @@ def test_matches_hf_vit_image_processor(photo: str, preset: str, resample: str) 
 def test_crop_pct_matches_timm_eval_transform(crop_pct: float, resample: str) -> None:
     timm_data = pytest.importorskip("timm.data")
     transform = timm_data.create_transform(input_size=(3, 224, 224), crop_pct=crop_pct,
-                                           interpolation=resample, mean=PRESETS["imagenet"].mean,
-                                           std=PRESETS["imagenet"].std)
+                                           interpolation=resample, mean=NORMALISATIONS["imagenet"].mean,
+                                           std=NORMALISATIONS["imagenet"].std)
     for photo in PHOTOS:
         want = transform(Image.fromarray(_photo(photo))).numpy()  # (3, 224, 224)
         got = preprocess_array(_photo(photo), image_size=224, preset="imagenet", resample=resample,
@@ -126,8 +126,8 @@ def test_bytes_float_arrays_and_grayscale() -> None:
     np.testing.assert_allclose(preprocess_array(as_float, image_size=(30, 40)),
                                preprocess_array(RGB, image_size=(30, 40)), atol=1e-5)
     gray = preprocess_array(RGB[..., 0], image_size=(30, 40))  # (H, W) -> three equal planes
-    assert np.allclose(gray[..., 0] * PRESETS["imagenet"].std[0] + PRESETS["imagenet"].mean[0],
-                       gray[..., 2] * PRESETS["imagenet"].std[2] + PRESETS["imagenet"].mean[2], atol=1e-6)
+    assert np.allclose(gray[..., 0] * NORMALISATIONS["imagenet"].std[0] + NORMALISATIONS["imagenet"].mean[0],
+                       gray[..., 2] * NORMALISATIONS["imagenet"].std[2] + NORMALISATIONS["imagenet"].mean[2], atol=1e-6)
 
 
 def test_exif_orientation_is_applied(tmp_path) -> None:

@@ -1,9 +1,8 @@
-"""Framework-neutral parts of the twin ViT: config, weight conversion, preprocessing core.
+"""Framework-neutral parts of the twin ViT, a library only: config, weight naming, file formats,
+checkpoint policy, preprocessing, resampling. No module imports torch, jax, optax, matplotlib or
+sklearn at import time; the console tools live in `vit_cli`."""
 
-Imports neither torch nor jax: functions that need one import it when called.
-"""
+from vit_common.config import MODEL_PRESETS, ViTConfig
 
-from vit_common.config import PRESETS, ViTConfig
-
-__all__ = ["PRESETS", "ViTConfig"]
+__all__ = ["MODEL_PRESETS", "ViTConfig"]
 __version__ = "0.1.0"

@@ -1,621 +1,391 @@
-"""Checkpoint files: reading every supported format into the canonical state dict, and writing
-every format back, safely.
+"""Checkpoint policy: which format a path holds, how its names map onto the canonical ones, which
+config it needs; and writing every format back. File primitives live in `vit_common.fileio`, one
+codec per format in `vit_common.formats`, every naming table in `vit_common.convert`.
 
-Canonical = the keys and layouts of `vit_torch` models (HF ViT checkpoint names), numpy arrays.
-Readers: HF directories (torch and Flax), bare state dicts (.safetensors, .pt/.pth/.bin, .msgpack)
-in HF or timm naming, Google .npz (vision_transformer and big_vision layouts).
-Writers: HF directories (torch and Flax), bare state dicts (HF or timm naming), Google .npz.
+Readers: HF directories (torch, sharded, Flax), bare state dicts (.safetensors, .pt/.pth/.bin,
+.msgpack) in HF, transformers-5 or timm naming, Google .npz (vision_transformer and big_vision
+layouts, scanned or not). Writers: HF directories (torch and Flax), bare state dicts (HF or timm
+naming, .safetensors or torch pickles), bare Flax .msgpack, Google .npz.
 
-Safety: pickles are only ever read with `torch.load(weights_only=True)`; every output is written to
-a temporary name beside the target and renamed into place, so a failure leaves nothing behind; an
-existing output is replaced only with `overwrite=True`.
+Every problem with a file is one ValueError naming it. Weights must be floating point; non-finite
+values are reported (a warning and a note on the Checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
-import shutil
-import sys
-import tempfile
 import warnings
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Literal
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
-from vit_common.config import PRESETS, ViTConfig
-from vit_common.convert import c_order
+from vit_common import convert
+from vit_common.config import MODEL_PRESETS, ViTConfig
+from vit_common.convert import (
+    BIG_VISION,
+    FLAX,
+    NPZ,
+    TIMM,
+    Naming,
+    check_state_dict,
+    from_naming,
+    has_classifier,
+    to_naming,
+)
+from vit_common.fileio import (
+    atomic_directory,
+    atomic_write_text,
+    expect_type,
+    read_json,
+)
+from vit_common.formats import FLOAT_DTYPES
+from vit_common.formats.msgpack_codec import read_msgpack, write_msgpack
+from vit_common.formats.npz_codec import read_npz, write_npz
+from vit_common.formats.safetensors_codec import read_safetensors, write_safetensors
+from vit_common.formats.torch_codec import read_torch, write_torch
 
 Format = Literal["hf", "hf-flax", "safetensors", "torch", "msgpack", "npz"]
+Progress = Callable[[int], Any]  # called with the number of bytes just written
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
               "flax_model.msgpack")
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
-# Each source's real model, for what weights cannot say (DESIGN.md, issue 3).
+NPZ_PREFIXES = ("", "opt/target/", "params/", "params/img/")
+# Each source's real model, for what weights cannot say.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "hf": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
+    "transformers-5": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
+    "flax": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
     "timm": {"hidden_act": "gelu", "layer_norm_eps": 1e-6},
     "npz": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6},  # flax's tanh GELU, flax's eps
+    "big_vision": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6},
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
-                 overwrite: bool = True) -> None:
-    """Write `path` through `write(file)`: all of it or, on any error, nothing."""
-    path = os.fspath(path)
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"{path} exists; refusing to overwrite it (pass overwrite=True / --force)")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
-
-
-def atomic_directory(path: str | os.PathLike, fill: Callable[[str], None], *,
-                     overwrite: bool = False) -> None:
-    """Create directory `path` by `fill(tmp_dir)` and one rename; on failure nothing is left. An
-    existing `path` is replaced only with `overwrite`, and only once the new one is complete."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite it (pass overwrite=True / --force)")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{path} exists and is not a directory")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    old = None
-    try:
-        fill(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
-            os.rmdir(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not os.path.exists(path):
-            os.replace(old, path)  # put the previous output back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# safetensors, written and read here: streaming writes (one tensor in memory at a time) and
-# memory-mapped reads, with every header field checked against the file's real size.
-
-_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-              "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-              "BOOL": "bool"}
-
-
-def _np_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
-                      metadata: Mapping[str, str] | None = None, *, overwrite: bool = False,
-                      progress: Progress | None = None) -> None:
-    names = list(tensors)
-    by_dtype = {v: k for k, v in _ST_DTYPES.items()}
-    header: dict[str, Any] = {}
-    offset = 0
-    for name in names:
-        arr = tensors[name]
-        dtype = by_dtype.get(np.dtype(arr.dtype).name)
-        if dtype is None:
-            raise ValueError(f"{name}: dtype {arr.dtype} cannot be stored in safetensors")
-        size = int(np.prod(arr.shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-
-    def write(f: IO[bytes]) -> None:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        for name in names:
-            arr = c_order(tensors[name])
-            if arr.dtype.byteorder == ">":
-                arr = arr.astype(arr.dtype.newbyteorder("<"))
-            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
-            if progress:
-                progress.update(arr.nbytes)
-
-    atomic_write(path, write, overwrite=overwrite)
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors as read-only memory-mapped numpy arrays, metadata)."""
-    path = os.fspath(path)
-    size = _nonempty(path)
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if size < 8 or n <= 0 or n > size - 8 or n > 100_000_000:
-            raise ValueError(f"{path}: not a safetensors file (header length {n} for a file of "
-                             f"{size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    data_len = size - 8 - n
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if data_len else np.zeros(0, np.uint8)
-    tensors = {}
-    for name, info in header.items():
-        try:
-            dtype = _np_dtype(_ST_DTYPES[info["dtype"]])
-            shape = tuple(int(s) for s in info["shape"])
-            start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: malformed safetensors header entry for {name!r}: {info!r}") from None
-        if not 0 <= start <= end <= data_len or end - start != int(np.prod(shape)) * dtype.itemsize:
-            raise ValueError(f"{path}: truncated or corrupt: tensor {name!r} needs bytes "
-                             f"{start}..{end} of a {data_len}-byte data section")
-        tensors[name] = data[start:end].view(dtype).reshape(shape)
-    return tensors, metadata
-
-
-# ---------------------------------------------------------------------------------------------
-# other containers
-
-
-def _nonempty(path: str) -> int:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory, expected a file")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise ValueError(f"{path}: empty file")
-    return size
-
-
-def read_torch(path: str | os.PathLike) -> dict[str, Any]:
-    """A torch.save file, unpickled with weights_only=True: tensors and plain containers only."""
-    import pickle
-
-    import torch
-
-    path = os.fspath(path)
-    _nonempty(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path}: refusing to load: the pickle holds more than tensors and plain containers, "
-            f"and unpickling it could run code (torch.load weights_only=True said: "
-            f"{str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else 'truncated'})") from None
-    return _unwrap_state(obj, path)
-
-
-def _unwrap_state(obj: Any, path: str) -> dict[str, Any]:
-    # training checkpoints wrap the weights: {"state_dict": ...}, {"model": ...}, {"params": ...}
-    for key in ("state_dict", "model", "params"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got "
-                         f"{type(obj).__name__}")
-    return dict(obj)
-
-
-def write_torch(path: str | os.PathLike, state: Mapping[str, np.ndarray], *,
-                overwrite: bool = False) -> None:
-    import torch
-
-    from vit_common.convert import to_torch
-
-    tensors = {k: to_torch(v) for k, v in state.items()}
-    atomic_write(path, lambda f: torch.save(tensors, f), overwrite=overwrite)
-
-
-# Flax's msgpack format (flax.serialization): nested maps of str keys; each array an ext record of
-# type 1 holding msgpack (shape, dtype name, C-order bytes); arrays over 1 GiB split into chunks.
-# Written and read here with the msgpack package alone: one tensor in memory at a time, no jax.
-_MSGPACK_NDARRAY = 1
-_MSGPACK_CHUNKED = "__msgpack_chunked_array__"
-
-
-def read_msgpack(path: str | os.PathLike) -> dict[str, Any]:
-    import msgpack
-
-    path = os.fspath(path)
-    _nonempty(path)
-    with open(path, "rb") as f:
-        data = f.read()
-
-    def ext_hook(code: int, payload: bytes) -> Any:
-        if code != _MSGPACK_NDARRAY:
-            raise ValueError(f"unsupported msgpack ext type {code}")
-        shape, dtype, buffer = msgpack.unpackb(payload, raw=True)
-        return np.frombuffer(buffer, dtype=_np_dtype(dtype.decode())).reshape(shape)
-
-    try:
-        tree = msgpack.unpackb(data, ext_hook=ext_hook, raw=False)
-    except Exception as e:  # msgpack raises many types for garbage or truncated input
-        raise ValueError(f"{path}: not a readable Flax msgpack file ({type(e).__name__}: {e})") from None
-    if not isinstance(tree, Mapping):
-        raise ValueError(f"{path}: expected a params tree, got {type(tree).__name__}")
-    return _unchunk(tree)
-
-
-def _unchunk(node: Any) -> Any:
-    if not isinstance(node, Mapping):
-        return node
-    if node.get(_MSGPACK_CHUNKED):  # {"shape": {"0": d0, ...}, "chunks": {"0": flat0, ...}}
-        shape = [node["shape"][str(i)] for i in range(len(node["shape"]))]
-        chunks = [node["chunks"][str(i)] for i in range(len(node["chunks"]))]
-        return np.concatenate(chunks).reshape(shape)
-    return {k: _unchunk(v) for k, v in node.items()}
-
-
-def write_msgpack(path: str | os.PathLike, params: Mapping[str, Any], *, overwrite: bool = False,
-                  progress: Progress | None = None) -> None:
-    import msgpack
-
-    packer = msgpack.Packer(use_bin_type=True)
-
-    def emit(f: IO[bytes], node: Any) -> None:
-        if isinstance(node, Mapping):
-            f.write(packer.pack_map_header(len(node)))
-            for key, value in node.items():
-                f.write(packer.pack(str(key)))
-                emit(f, value)
-            return
-        arr = c_order(np.asarray(node))
-        if arr.nbytes > 2**30:
-            raise ValueError(f"a {arr.nbytes / 2**30:.1f} GiB array needs flax's chunked msgpack "
-                             f"layout, which this writer does not produce")
-        # ext record (type 1) around msgpack [shape, dtype name, bin]; headers packed here so the
-        # array's bytes go to the file straight from its buffer
-        inner = (packer.pack_array_header(3) + packer.pack(list(arr.shape)) +
-                 packer.pack(arr.dtype.name) + b"\xc6" + arr.nbytes.to_bytes(4, "big"))  # bin 32
-        size = len(inner) + arr.nbytes
-        f.write(b"\xc9" + size.to_bytes(4, "big") + bytes([_MSGPACK_NDARRAY]) + inner)
-        f.write(memoryview(arr.reshape(-1).view(np.uint8)))
-        if progress:
-            progress.update(arr.nbytes)
-
-    atomic_write(path, lambda f: emit(f, params), overwrite=overwrite)
-
-
-def read_npz(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
-    path = os.fspath(path)
-    _nonempty(path)
-    try:
-        arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
-    if not isinstance(arrays, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of named arrays, got a single array")
-    return _NpzReader(arrays, path)
-
-
-class _NpzReader(Mapping):
-    """An NpzFile whose failures name the file (a truncated member only fails when read)."""
-
-    def __init__(self, npz: Any, path: str) -> None:
-        self.npz, self.path = npz, path
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        try:
-            arr = self.npz[key]
-        except KeyError:
-            raise
-        except Exception as e:
-            raise ValueError(f"{self.path}: array {key!r} is unreadable ({e})") from None
-        # .npy has no bfloat16: such arrays come back as 2-byte voids (big_vision's convention)
-        return arr.view(_np_dtype("bfloat16")) if arr.dtype == np.dtype("V2") else arr
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.npz.files)
-
-    def __len__(self) -> int:
-        return len(self.npz.files)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.npz.files
-
-
-def write_npz(path: str | os.PathLike,
-              arrays: Mapping[str, np.ndarray] | Sequence[tuple[str, Callable[[], np.ndarray]]], *,
-              overwrite: bool = False, progress: Progress | None = None) -> None:
-    """An uncompressed .npz written one array at a time (np.savez's format, no pickles). `arrays`
-    may be (name, function making the array) pairs: the next one is then made on a second thread
-    while this one is written (numpy's copies, zlib's CRC and the file writes all release the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    entries = (list(arrays) if not isinstance(arrays, Mapping)
-               else [(k, functools.partial(arrays.__getitem__, k)) for k in arrays])
-
-    def write(f: IO[bytes]) -> None:
-        with ThreadPoolExecutor(max_workers=1) as pool, \
-                zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            pending = pool.submit(entries[0][1]) if entries else None
-            for i, (name, _) in enumerate(entries):
-                arr = pending.result()  # type: ignore[union-attr]
-                if i + 1 < len(entries):
-                    pending = pool.submit(entries[i + 1][1])
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    # transposed kernels go out as Fortran-order .npy, strided ones in chunks:
-                    # write_array never needs a whole contiguous copy
-                    np.lib.format.write_array(member, arr, allow_pickle=False)
-                if progress:
-                    progress.update(arr.nbytes)
-
-    atomic_write(path, write, overwrite=overwrite)
-
-
-# ---------------------------------------------------------------------------------------------
-# progress for large files
-
-
-class Progress:
-    """A plain progress line on stderr for outputs over `threshold` bytes."""
-
-    def __init__(self, total: int, label: str, threshold: int = 200 * 2**20,
-                 stream: IO[str] | None = None) -> None:
-        self.total, self.label, self.done, self.shown = total, label, 0, -1
-        self.stream = stream or sys.stderr
-        self.enabled = total >= threshold
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        pct = int(100 * self.done / max(self.total, 1))
-        if pct // 10 > self.shown:
-            self.shown = pct // 10
-            self.stream.write(f"\r{self.label}: {self.done / 2**20:,.0f} / "
-                              f"{self.total / 2**20:,.0f} MiB ({pct}%)")
-            self.stream.flush()
-            if self.done >= self.total:
-                self.stream.write("\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# reading any supported checkpoint
+class UnsupportedCheckpoint(ValueError):
+    """A checkpoint that holds a model this ViT cannot represent (and says why)."""
 
 
 @dataclasses.dataclass
 class Checkpoint:
     state: dict[str, np.ndarray]  # canonical names and layouts
     config: ViTConfig
-    format: str  # what was read, e.g. "hf", "timm (.safetensors)", "npz (big_vision)"
+    format: str  # what was read, e.g. "HF directory (torch)", "timm (.safetensors)", "npz (big_vision)"
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def has_head(self) -> bool:
-        return "classifier.weight" in self.state
+        return has_classifier(self.state)
 
     @property
     def nbytes(self) -> int:
         return sum(v.nbytes for v in self.state.values())
 
 
+# ---------------------------------------------------------------------------------------------
+# config sources: a ViTConfig, a preset name (str) or a config file (os.PathLike, not str)
+
+ConfigSource = ViTConfig | str | os.PathLike | None
+
+
 def detect_format(path: str | os.PathLike) -> tuple[Format, str]:
     """(format, the file holding the weights) for a checkpoint path."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file or directory: {path}")
+    if not os.path.lexists(path):
+        raise ValueError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         for name in HF_WEIGHTS:
-            if os.path.exists(os.path.join(path, name)):
+            if os.path.lexists(os.path.join(path, name)):
                 fmt: Format = "hf-flax" if name.endswith(".msgpack") else "hf"
                 return fmt, os.path.join(path, name)
         raise ValueError(f"{path}: no weights in this directory; expected one of {', '.join(HF_WEIGHTS)}")
     suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".safetensors":
-        return "safetensors", path
-    if suffix in TORCH_SUFFIXES:
-        return "torch", path
-    if suffix == ".npz":
-        return "npz", path
-    if suffix == ".msgpack":
-        return "msgpack", path
-    raise ValueError(f"{path}: unknown checkpoint type {suffix or '(no suffix)'}; expected a "
-                     f"directory (HF save_pretrained) or a .safetensors, {', '.join(TORCH_SUFFIXES)}, "
-                     f".npz or .msgpack file")
+    formats: dict[str, Format] = {".safetensors": "safetensors", ".npz": "npz", ".msgpack": "msgpack",
+                                  **{s: "torch" for s in TORCH_SUFFIXES}}
+    if suffix not in formats:
+        raise ValueError(f"{path}: unknown checkpoint type {suffix or '(no suffix)'}; expected a "
+                         f"directory (HF save_pretrained) or a .safetensors, "
+                         f"{', '.join(TORCH_SUFFIXES)}, .npz or .msgpack file")
+    return formats[suffix], path
 
 
-def load_checkpoint(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None,
-                    *, drop_pre_logits: bool = False) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
+                    drop_pre_logits: bool = False) -> Checkpoint:
     """Any supported checkpoint -> canonical state dict + the config it needs.
 
-    `config`: a ViTConfig (used as is), a config.json path (its stated fields override what is
-    read from the weights, so {"num_attention_heads": 4} is enough), or a preset name ("B/16")
-    that supplies the head count after checking that its sizes fit the weights.
+    `config`: a ViTConfig (used as is); a preset name such as "B/16" (a str: it supplies the head
+    count after checking that its sizes fit the weights); or a config file as a path object
+    (`pathlib.Path`: its stated fields override what is read from the weights, so
+    {"num_attention_heads": 4} is enough). An HF directory's own config.json is used otherwise.
     """
-    from vit_common import foreign
-    from vit_common.convert import check_state_dict, flax_to_torch
-
     path = os.fspath(path)
     fmt, weights = detect_format(path)
     notes: list[str] = []
-    unplaced: list[str] = []
-    hf_config: ViTConfig | None = None
-    if fmt in ("hf", "hf-flax") and os.path.exists(os.path.join(path, "config.json")):
-        hf_config = ViTConfig.from_hf(os.path.join(path, "config.json"))
-
+    known: dict[str, Any] = {}
     if fmt == "npz":
-        arrays = read_npz(weights)
-        state, unplaced = foreign.from_npz(arrays, weights, drop_pre_logits=drop_pre_logits)
-        fields = foreign.read_npz_config(arrays, weights)
-        naming, known = "npz", {"num_attention_heads": fields["num_attention_heads"]}
-        if drop_pre_logits and any(k.endswith("pre_logits/kernel") for k in arrays):
-            notes.append("dropped the pre_logits layer and the head above it (drop_pre_logits)")
-        layout, scanned = foreign.npz_layout(arrays)
-        described = f"npz ({layout}{', scanned' if scanned else ''})"
+        state, unplaced, problems, naming, described, known = _read_npz(weights, drop_pre_logits, notes)
+    elif fmt in ("hf-flax", "msgpack"):
+        tree = dict(convert.unwrap_params(read_msgpack(weights)))
+        dropped = [p for p in ("pooler", "vit/pooler") if _pop_path(tree, p)]
+        flat = {"/".join(p): v for p, v in _flatten(tree, weights).items()}
+        state, unplaced, problems = from_naming(FLAX, flat)
+        naming = FLAX
+        _note_pooler(weights, [f"{p}/dense" for p in dropped], notes)
+        described = "HF directory (Flax)" if fmt == "hf-flax" else "flax (.msgpack)"
     else:
-        known = {}
-        if fmt in ("hf-flax", "msgpack"):
-            tree = read_msgpack(weights)
-            tree, dropped = _drop_flax_pooler(tree)
-            state = flax_to_torch(tree)
-            naming = "hf"
-        else:
-            raw = read_safetensors(weights)[0] if weights.endswith(".safetensors") else (
-                _read_sharded(path) if weights.endswith(".index.json") else read_torch(weights))
-            if foreign.is_timm(raw):
-                state, unplaced = foreign.from_timm(raw)
-                naming, dropped = "timm", []
-            else:
-                if foreign.is_hf5(raw):
-                    raw, unplaced = foreign.from_hf5(raw)
-                state, dropped = _hf_names(raw, weights)
-                naming = "hf"
-        if dropped:
-            msg = (f"{weights}: dropped the HF pooler ({', '.join(dropped)}): twin-vit returns the "
-                   f"[CLS] token after the final LayerNorm, the pooler's input")
-            warnings.warn(msg, stacklevel=3)
-            notes.append(msg)
-        described = naming if fmt in ("hf", "hf-flax") else f"{naming} ({os.path.splitext(weights)[1]})"
-        if fmt in ("hf", "hf-flax"):
-            described = "HF directory (torch)" if fmt == "hf" else "HF directory (Flax)"
-
-    with_head = "classifier.weight" in state
-    resolved = _resolve_config(config, hf_config, state, with_head, naming, known, weights)
+        raw = _read_state_file(path, weights)
+        naming = convert.detect_naming(raw)
+        if naming is None:
+            sample = ", ".join(sorted(raw)[:4])
+            raise ValueError(f"{weights}: unrecognised weight names; expected HF ViT names "
+                             f"(embeddings.patch_embeddings.projection.weight, ...), timm names "
+                             f"(patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...) or "
+                             f"transformers-5 names (layers.0.attention.q_proj.weight, ...), got "
+                             f"{len(raw)} keys such as {sample}")
+        pooler = [k for k in raw if k in POOLER_KEYS or k in tuple("vit." + p for p in POOLER_KEYS)]
+        raw = {k: v for k, v in raw.items() if k not in pooler}
+        _note_pooler(weights, pooler, notes)
+        state, unplaced, problems = from_naming(naming, raw)
+        described = ("HF directory (torch)" if fmt == "hf"
+                     else f"{naming.name} ({os.path.splitext(weights)[1]})")
+    if problems:  # misshapen tensors: reported before anything reads a size from them
+        convert.report_mismatch(weights, [], unplaced, problems)
+    _check_dtypes(state, weights)
+    with_head = has_classifier(state)
+    hf_config = None
+    if fmt in ("hf", "hf-flax") and config is None and os.path.lexists(os.path.join(path, "config.json")):
+        hf_config = ViTConfig.from_hf(os.path.join(path, "config.json"))
+    resolved = hf_config or _resolve_config(config, state, with_head, naming.name, known, weights)
     check_state_dict(state, resolved, with_head, what=weights, unexpected=unplaced)
-    preprocessing = _preprocessing(path, naming)
+    bad = _non_finite(state)
+    if bad:
+        msg = (f"{weights}: {len(bad)} tensor(s) hold NaN or infinite values: {', '.join(bad[:8])}"
+               f"{', ...' if len(bad) > 8 else ''}")
+        warnings.warn(msg, stacklevel=2)
+        notes.append(msg)
+    preprocessing = _preprocessing(path, naming.name)
     if preprocessing is not None and "preprocessing" not in resolved.extra:
         resolved = resolved.replace(extra={**resolved.extra, "preprocessing": preprocessing})
     return Checkpoint(state, resolved, described, notes)
 
 
-def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
-    """How the checkpoint's pixels should be prepared: an HF directory's preprocessor_config.json,
-    else Google's convention for npz (mean = std = 0.5); None when the source does not say."""
-    from vit_common.preprocessing import PRESETS, Preprocessing
-
-    pre = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else ""
-    if pre and os.path.exists(pre):
-        try:
-            with open(pre, encoding="utf-8") as f:
-                settings = Preprocessing.from_hf(json.load(f))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{pre}: not a readable preprocessor config ({e})") from None
-    elif naming == "npz":
-        settings = PRESETS["inception"]
-    else:
-        return None
-    return dataclasses.asdict(settings)
+def _note_pooler(source: str, dropped: list[str], notes: list[str]) -> None:
+    if dropped:
+        msg = (f"{source}: dropped the HF pooler ({', '.join(dropped)}): twin-vit returns the "
+               f"[CLS] token after the final LayerNorm, the pooler's input")
+        warnings.warn(msg, stacklevel=3)
+        notes.append(msg)
 
 
-def _read_sharded(directory: str) -> dict[str, np.ndarray]:
-    index_path = os.path.join(directory, "model.safetensors.index.json")
+def _pop_path(tree: dict[str, Any], path: str) -> bool:
+    *parents, last = path.split("/")
+    node: Any = tree
+    for p in parents:
+        node = node.get(p) if isinstance(node, Mapping) else None
+    if isinstance(node, dict) and last in node:
+        del node[last]
+        return True
+    return False
+
+
+def _flatten(tree: Mapping[str, Any], source: str) -> dict[tuple[str, ...], Any]:
     try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{index_path}: not a safetensors index ({e})") from None
-    state: dict[str, np.ndarray] = {}
-    for shard in sorted(set(weight_map.values())):
-        state.update(read_safetensors(os.path.join(directory, shard))[0])
+        return convert.flatten_params(tree)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def _read_state_file(path: str, weights: str) -> Mapping[str, Any]:
+    """{name: array} of a safetensors file, a sharded HF directory or a torch pickle."""
+    if weights.endswith(".index.json"):
+        return _read_sharded(path, weights)
+    if weights.endswith(".safetensors"):
+        return read_safetensors(weights)
+    obj = read_torch(weights)
+    # training checkpoints wrap the weights: {"state_dict": ...}, {"model": ...}, {"params": ...}
+    for key in ("state_dict", "model", "params"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{weights}: expected a state dict (a mapping of names to tensors), got "
+                         f"{type(obj).__name__}")
+    for k, v in obj.items():
+        if not isinstance(k, str) or type(v).__module__.split(".")[0] not in ("torch", "numpy"):
+            raise ValueError(f"{weights}: expected a state dict of named tensors, but {k!r} holds "
+                             f"a {type(v).__name__}")
+    return obj
+
+
+def _read_sharded(directory: str, index_path: str) -> dict[str, Any]:
+    index = read_json(index_path, "safetensors index")
+    expect_type(index, dict, f"{index_path}")
+    weight_map = expect_type(index.get("weight_map"), dict, f"{index_path}: weight_map")
+    real_dir = os.path.realpath(directory)
+    shards: dict[str, list[str]] = {}
+    for key, shard in weight_map.items():
+        expect_type(shard, str, f"{index_path}: weight_map[{key!r}]")
+        if (os.path.basename(shard) != shard or shard in ("", ".", "..") or "\\" in shard
+                or os.path.dirname(os.path.realpath(os.path.join(real_dir, shard))) != real_dir):
+            raise ValueError(f"{index_path}: shard {shard!r} is not a file in {directory}; a shard "
+                             f"index may only name files beside it")
+        shards.setdefault(shard, []).append(key)
+    state: dict[str, Any] = {}
+    for shard, keys in sorted(shards.items()):
+        tensors = read_safetensors(os.path.join(directory, shard))
+        for key in keys:
+            if key not in tensors:
+                raise ValueError(f"{index_path}: {key!r} is mapped to {shard}, which does not hold it")
+        for key in tensors:
+            if key in state:
+                raise ValueError(f"{os.path.join(directory, shard)}: {key!r} is also in another shard")
+            if weight_map.get(key) != shard:
+                raise ValueError(f"{os.path.join(directory, shard)}: holds {key!r}, which the index "
+                                 f"maps elsewhere")
+            state[key] = tensors[key]
     return state
 
 
-def _hf_names(raw: Mapping[str, Any], source: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """HF-named tensors with or without "vit." (and a classifier), pooler removed."""
-    from vit_common.convert import BACKBONE_PREFIX, to_numpy
-
-    state = {k: to_numpy(v) for k, v in raw.items()}
-    anchor = "embeddings.patch_embeddings.projection.weight"
-    if anchor not in state and BACKBONE_PREFIX + anchor not in state:
-        sample = ", ".join(sorted(state)[:4])
-        raise ValueError(f"{source}: unrecognised weight names; expected HF ViT names "
-                         f"({anchor}, ...) or timm names (patch_embed.proj.weight, "
-                         f"blocks.0.attn.qkv.weight, ...), got {len(state)} keys such as {sample}")
-    has_head = "classifier.weight" in state
-    if BACKBONE_PREFIX + anchor in state and not has_head:
-        state = {k[len(BACKBONE_PREFIX):] if k.startswith(BACKBONE_PREFIX) else k: v
-                 for k, v in state.items()}
-    prefix = BACKBONE_PREFIX if has_head else ""
-    dropped = [prefix + k for k in POOLER_KEYS if prefix + k in state]
-    for k in dropped:
-        del state[k]
-    return state, dropped
+def _check_dtypes(state: Mapping[str, np.ndarray], source: str) -> None:
+    bad = [f"{k} ({v.dtype})" for k, v in state.items() if np.dtype(v.dtype).name not in FLOAT_DTYPES]
+    if bad:
+        raise ValueError(f"{source}: weights must be floating point ({', '.join(FLOAT_DTYPES)}); "
+                         f"refusing {', '.join(bad[:8])}{', ...' if len(bad) > 8 else ''}")
 
 
-def _drop_flax_pooler(tree: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    tree = dict(tree)
-    if "params" in tree and len(tree) == 1:
-        tree = dict(tree["params"])
-    if "pooler" in tree:
-        del tree["pooler"]
-        return tree, ["pooler/dense"]
-    if "vit" in tree and "pooler" in tree["vit"]:
-        tree["vit"] = {k: v for k, v in tree["vit"].items() if k != "pooler"}
-        return tree, ["vit/pooler/dense"]
-    return tree, []
+def _non_finite(state: Mapping[str, np.ndarray], chunk: int = 2**22) -> list[str]:
+    bad = []
+    for k, v in state.items():
+        flat = np.asarray(v).reshape(-1)
+        if not all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk)):
+            bad.append(k)
+    return bad
 
 
-def _resolve_config(config: ViTConfig | str | os.PathLike | None, hf_config: ViTConfig | None,
-                    state: Mapping[str, np.ndarray], with_head: bool, naming: str,
-                    known: Mapping[str, Any], source: str) -> ViTConfig:
-    from vit_common.convert import NonSquareGrid, infer_config
+# ---------------------------------------------------------------------------------------------
+# Google npz
 
+class _Prefixed(Mapping):
+    """The arrays under `prefix`, names without it; scanned blocks ("encoderblock", a leading
+    layer axis) shown as per-layer "encoderblock_{i}" views."""
+
+    def __init__(self, arrays: Any, prefix: str, source: str) -> None:
+        self.arrays, self.prefix = arrays, prefix
+        self.names: dict[str, tuple[str, int | None]] = {}
+        scanned = prefix + "Transformer/encoderblock/"
+        layers = None
+        for name in arrays:
+            if not name.startswith(prefix):
+                continue
+            if name.startswith(scanned):
+                shape = _shape(arrays, name)
+                if len(shape) < 1 or (layers is not None and shape[0] != layers):
+                    raise ValueError(f"{source}: scanned block array {name!r} has shape {shape}; "
+                                     f"expected a leading layer axis of {layers or 'the same'} length")
+                layers = shape[0]
+                if layers > convert.MAX_LAYERS:
+                    raise ValueError(f"{source}: {layers} scanned layers, over the limit of "
+                                     f"{convert.MAX_LAYERS}")
+                rest = name[len(scanned):]
+                for i in range(layers):
+                    self.names[f"Transformer/encoderblock_{i}/{rest}"] = (name, i)
+            else:
+                self.names[name[len(prefix):]] = (name, None)
+        self.scanned = layers is not None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        name, i = self.names[key]
+        arr = self.arrays[name]
+        return arr if i is None else arr[i]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        name, i = self.names[key]
+        s = _shape(self.arrays, name)
+        return s if i is None else s[1:]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.names
+
+
+def _shape(arrays: Any, name: str) -> tuple[int, ...]:
+    shapes = getattr(arrays, "shapes", None)
+    return tuple(shapes[name]) if shapes is not None else tuple(np.shape(arrays[name]))
+
+
+def _read_npz(weights: str, drop_pre_logits: bool, notes: list[str]
+              ) -> tuple[dict[str, np.ndarray], list[str], list[str], Naming, str, dict[str, Any]]:
+    archive = read_npz(weights)
+    prefix = next((p for p in NPZ_PREFIXES if f"{p}embedding/kernel" in archive), None)
+    if prefix is None:
+        raise ValueError(f"{weights}: not a ViT npz checkpoint (no 'embedding/kernel' under any of "
+                         f"the prefixes {NPZ_PREFIXES})")
+    arrays = _Prefixed(archive, prefix, weights)
+    unplaced = [k for k in archive if not k.startswith(prefix)]
+    if "cls" not in arrays:
+        raise UnsupportedCheckpoint(
+            f"{weights}: no 'cls' token — this model pools without one (big_vision pool_type 'gap' "
+            f"or 'map'); twin-vit reads the [CLS] token and cannot represent it")
+    if any(k.startswith("MAPHead") for k in arrays):
+        raise UnsupportedCheckpoint(f"{weights}: a MAPHead (attention pooling) is not supported")
+    naming = next((n for n in (NPZ, BIG_VISION) if n.markers[1] in arrays), None)
+    if naming is None:
+        raise ValueError(f"{weights}: no attention block in Transformer/encoderblock_0 (expected "
+                         f"MultiHeadDotProductAttention_1 or _0 with a query kernel)")
+    q_shape = arrays.shape(naming.markers[1])  # (hidden, heads, head_dim)
+    if len(q_shape) != 3 or q_shape[1] < 1:
+        raise ValueError(f"{weights}: {naming.markers[1]} should be (hidden, heads, head_dim), got "
+                         f"shape {q_shape}")
+    view: Mapping[str, Any] = arrays
+    if "pre_logits/kernel" in arrays:
+        if not drop_pre_logits:
+            raise UnsupportedCheckpoint(
+                f"{weights}: has a pre_logits representation layer (dense + tanh between [CLS] and "
+                f"the head, as in the ImageNet-21k checkpoints), which this ViT does not have. Load "
+                f"the backbone without it and without the head: drop_pre_logits=True (vit-convert "
+                f"--drop-pre-logits)")
+        view = {k: arrays[k] for k in arrays if not k.startswith(("pre_logits/", "head/"))}
+        notes.append("dropped the pre_logits layer and the head above it (drop_pre_logits)")
+    state, more, problems = from_naming(naming, view)
+    described = f"npz ({'vit' if naming is NPZ else 'big_vision'}{', scanned' if arrays.scanned else ''})"
+    return state, sorted(unplaced + [prefix + k for k in more]), problems, naming, described, \
+        {"num_attention_heads": int(q_shape[1])}
+
+
+# ---------------------------------------------------------------------------------------------
+# config resolution
+
+def _resolve_config(config: ConfigSource, state: Mapping[str, np.ndarray], with_head: bool,
+                    naming: str, known: Mapping[str, Any], source: str) -> ViTConfig:
     if isinstance(config, ViTConfig):
         return config
-    given: dict[str, Any] = {}  # fields a (possibly partial) config.json states explicitly
-    if config is not None and (os.path.isfile(config) or os.fspath(config).endswith(".json")):
-        parsed = ViTConfig.from_hf(config)
-        with open(config, encoding="utf-8") as f:
-            stated = set(json.load(f))
+    given: dict[str, Any] = {}  # fields a (possibly partial) config file states explicitly
+    preset = None
+    if isinstance(config, str):
+        preset = ViTConfig.from_preset(config)
+    elif config is not None:
+        config_path = os.fspath(config)
+        stated = read_json(config_path, "config file")
+        expect_type(stated, dict, config_path)
+        parsed = ViTConfig.from_hf(config_path)
         given = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(ViTConfig)
                  if f.name in stated or (f.name == "num_labels" and "id2label" in stated)}
         if "id2label" in stated:
             given["extra"] = parsed.extra
-        config = None
-    elif config is None and hf_config is not None:
-        return hf_config
     unknown = []  # what the weights cannot say, reported together
     try:  # a non-square grid cannot be read from a token count; a stated image_size settles it
-        shapes = infer_config(state, with_head, square="image_size" not in given)
-    except NonSquareGrid:
+        shapes = convert.infer_config(state, with_head, square="image_size" not in given)
+    except convert.NonSquareGrid:
         tokens = np.shape(state[("vit." if with_head else "") + "embeddings.position_embeddings"])[1]
         unknown.append(f"image_size ({tokens - 1} patches do not form a square grid)")
-        shapes = infer_config(state, with_head, square=False)
+        shapes = convert.infer_config(state, with_head, square=False)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     fields = {f.name: getattr(shapes, f.name) for f in dataclasses.fields(ViTConfig)
@@ -623,8 +393,7 @@ def _resolve_config(config: ViTConfig | str | os.PathLike | None, hf_config: ViT
     fields.update(SOURCE_DEFAULTS[naming])
     fields.update(known)
     fields.update(given)
-    if config is not None:  # a preset name: its head count, after checking it fits the weights
-        preset = ViTConfig.from_preset(os.fspath(config))
+    if preset is not None:  # a preset's head count, after checking it fits the weights
         clash = [f"{n} {getattr(preset, n)} vs {fields[n]}" for n in
                  ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size")
                  if getattr(preset, n) != fields[n]]
@@ -642,18 +411,36 @@ def _resolve_config(config: ViTConfig | str | os.PathLike | None, hf_config: ViT
     if unknown:
         raise ValueError(
             f"{source}: cannot read from {naming} weights: {'; '.join(unknown)}. Pass config= a "
-            f"ViTConfig, a config.json path (a partial one such as {{\"num_attention_heads\": 12}} "
-            f"will do) or a preset name (vit-convert --config){hint}")
-    return ViTConfig(**fields)
+            f"ViTConfig, a preset name or a config file path (pathlib.Path; a partial config.json "
+            f"such as {{\"num_attention_heads\": 12}} will do; vit-convert --config){hint}")
+    try:
+        return ViTConfig(**fields)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 def _matching_preset(fields: Mapping[str, Any]) -> str | None:
-    for name in PRESETS:
+    for name in MODEL_PRESETS:
         p = ViTConfig.from_preset(name)
         if all(getattr(p, n) == fields[n] for n in
                ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size")):
             return name
     return None
+
+
+def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
+    """How the checkpoint's pixels should be prepared: an HF directory's preprocessor_config.json,
+    else Google's convention for npz (mean = std = 0.5); None when the source does not say."""
+    from vit_common.preprocessing import NORMALISATIONS, Preprocessing
+
+    pre = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else ""
+    if pre and os.path.lexists(pre):
+        settings = Preprocessing.from_hf_file(pre)
+    elif naming in ("npz", "big_vision"):
+        settings = NORMALISATIONS["inception"]
+    else:
+        return None
+    return dataclasses.asdict(settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,18 +455,19 @@ def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
 
 def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,
             framework: Literal["torch", "flax"] = "torch", overwrite: bool = False,
-            progress: bool = True) -> None:
+            progress: Progress | None = None) -> None:
     """An HF save_pretrained directory: config.json + model.safetensors (torch) or
-    flax_model.msgpack (Flax)."""
-    from vit_common.convert import torch_to_flax
+    flax_model.msgpack (Flax), and preprocessor_config.json when the config carries one."""
+    import json
 
-    with_head = "classifier.weight" in state
-    prog = Progress(sum(v.nbytes for v in state.values()), f"writing {directory}") if progress else None
+    from vit_common.preprocessing import Preprocessing
+
+    if framework not in ("torch", "flax"):
+        raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
+    check_state_dict(state, config, has_classifier(state), "save_hf")
 
     def fill(tmp: str) -> None:
-        from vit_common.preprocessing import Preprocessing
-
-        data = hf_config_dict(config, with_head)
+        data = hf_config_dict(config, has_classifier(state))
         carried = data.pop("preprocessing", None)  # goes to its own file, as in HF
         atomic_write_text(os.path.join(tmp, "config.json"),
                           json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -689,31 +477,27 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
                               json.dumps(pre, indent=2, sort_keys=True) + "\n")
         if framework == "torch":
             write_safetensors(os.path.join(tmp, "model.safetensors"), state,
-                              metadata={"format": "pt"}, progress=prog)
-        elif framework == "flax":
-            write_msgpack(os.path.join(tmp, "flax_model.msgpack"), torch_to_flax(state, config),
-                          progress=prog)
+                              metadata={"format": "pt"}, progress=progress)
         else:
-            raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
+            write_msgpack(os.path.join(tmp, "flax_model.msgpack"),
+                          convert.torch_to_flax(state, config), progress=progress)
 
     atomic_directory(directory, fill, overwrite=overwrite)
 
 
 def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-                    naming: Literal["hf", "timm"] = "hf", overwrite: bool = False,
-                    progress: bool = True) -> None:
+                    naming: Literal["hf", "timm"] = "hf", config: ViTConfig | None = None,
+                    overwrite: bool = False, progress: Progress | None = None) -> None:
     """A bare state dict, .safetensors (preferred) or .pt/.pth/.bin, in HF or timm naming."""
-    from vit_common import foreign
-
     if naming == "timm":
-        state = foreign.to_timm(state)
+        cfg = config or convert.infer_config(state, square=False)
+        state = {k: make() for k, make in to_naming(TIMM, state, cfg)}
     elif naming != "hf":
         raise ValueError(f"naming must be 'hf' or 'timm', got {naming!r}")
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
-    prog = Progress(sum(v.nbytes for v in state.values()), f"writing {path}") if progress else None
     if suffix == ".safetensors":
-        write_safetensors(path, state, metadata={"format": "pt"}, overwrite=overwrite, progress=prog)
+        write_safetensors(path, state, metadata={"format": "pt"}, overwrite=overwrite, progress=progress)
     elif suffix in TORCH_SUFFIXES:
         write_torch(path, state, overwrite=overwrite)
     else:
@@ -721,12 +505,24 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
                          f"{'/'.join(TORCH_SUFFIXES)}, not {suffix or '(no suffix)'}")
 
 
+def save_msgpack(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
+                 overwrite: bool = False, progress: Progress | None = None) -> None:
+    """A bare Flax params tree (.msgpack), as flax.serialization.to_bytes writes it."""
+    write_msgpack(path, convert.torch_to_flax(state, config), overwrite=overwrite, progress=progress)
+
+
 def save_npz(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
-             overwrite: bool = False, progress: bool = True) -> None:
+             overwrite: bool = False, progress: Progress | None = None) -> None:
     """Google's vision_transformer .npz layout (readable by its code, timm and big_vision)."""
-    from vit_common import foreign
+    write_npz(path, to_naming(NPZ, state, config), overwrite=overwrite, progress=progress)
 
-    entries = foreign.npz_entries(state, config)
-    prog = Progress(sum(v.nbytes for v in state.values()), f"writing {path}") if progress else None
-    write_npz(path, entries, overwrite=overwrite, progress=prog)
 
+def npz_arrays(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
+    """Canonical -> google-research/vision_transformer npz names and layouts, in memory."""
+    return {name: make() for name, make in to_naming(NPZ, state, config)}
+
+
+def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> dict[str, np.ndarray]:
+    """Canonical -> timm names, in memory."""
+    cfg = config or convert.infer_config(state, square=False)
+    return {k: make() for k, make in to_naming(TIMM, state, cfg)}

@@ -16,11 +16,18 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh"]
+# How both twins compute attention (a module argument like dtype, not a config field): einsum /
+# matmul + softmax, or the framework's fused scaled-dot-product attention
+AttentionImpl = Literal["eager", "sdpa"]
 SUPPORTED_ACTS: tuple[str, ...] = get_args(HiddenAct)
 
 # HF config.json keys that are architecture fields of ours; everything else in a config.json is kept
 # verbatim in `ViTConfig.extra` so that `from_hf(...).to_hf()` loses nothing.
 _HF_DEFAULT_NUM_LABELS = 2  # what HF assumes when a config.json names no labels at all
+# Documented limits: a config read from a file cannot ask for more than this (a 4096 x 4096 image
+# at patch 16 has 65,536 patches; a 80,000-pixel image would need a 25-million-token sequence).
+MAX_PATCHES = 65_536
+MAX_LABELS = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +94,19 @@ class ViTConfig:
                 raise ValueError(
                     f"ViTConfig: image_size {side} ({size}) must be divisible by patch_size "
                     f"({self.patch_size})")
+        if self.num_patches > MAX_PATCHES:
+            raise ValueError(
+                f"ViTConfig: image_size {self.image_size} at patch_size {self.patch_size} makes "
+                f"{self.num_patches:,} patches, over the limit of {MAX_PATCHES:,}")
+        if self.num_labels > MAX_LABELS:
+            fail("num_labels", f"at most {MAX_LABELS:,}")
         if not isinstance(self.extra, Mapping):
             fail("extra", "a mapping of extra HF config.json keys")
         object.__setattr__(self, "extra", dict(self.extra))
         id2label = self.extra.get("id2label")
+        if id2label is not None and not isinstance(id2label, Mapping):
+            raise ValueError(f"ViTConfig: extra['id2label'] must map label ids to names, got "
+                             f"{type(id2label).__name__}")
         if id2label is not None and len(id2label) != self.num_labels:
             raise ValueError(
                 f"ViTConfig: extra['id2label'] has {len(id2label)} labels but num_labels is "
@@ -124,14 +140,16 @@ class ViTConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ViTConfig:
         """A ViT paper model ("B/16"; also "b16", "vit-b16", "ViT-B/16", "vit-base-patch16-384")."""
+        if not isinstance(name, str):
+            raise ValueError(f"a preset name is a str such as 'B/16', got {type(name).__name__}")
         m = _PRESET_RE.match(name.strip().lower())
         if m is None or _SIZE_ALIASES.get(m["size"]) not in _SIZES:
-            raise ValueError(f"unknown ViT preset {name!r}; expected one of {', '.join(PRESETS)}")
+            raise ValueError(f"unknown ViT preset {name!r}; expected one of {', '.join(MODEL_PRESETS)}")
         size = _SIZE_ALIASES[m["size"]]
         key = f"{size}/{m['patch']}"
-        if key not in PRESETS:
+        if key not in MODEL_PRESETS:
             raise ValueError(f"unknown ViT preset {name!r} (read as {key}); "
-                             f"expected one of {', '.join(PRESETS)}")
+                             f"expected one of {', '.join(MODEL_PRESETS)}")
         fields: dict[str, Any] = dict(_SIZES[size], patch_size=int(m["patch"]))
         if m["res"]:
             fields["image_size"] = int(m["res"])
@@ -141,22 +159,25 @@ class ViTConfig:
     # --- HF config.json ------------------------------------------------------------------------
     @classmethod
     def from_hf(cls, source: str | os.PathLike | Mapping[str, Any]) -> ViTConfig:
-        """Read an HF ViT config.json (a path to the file or its directory, or the parsed dict)."""
+        """Read an HF ViT config.json (a path to the file or its directory, or the parsed dict).
+        Every problem is one ValueError naming the file."""
         if isinstance(source, Mapping):
-            data = dict(source)
-        else:
-            path = os.fspath(source)
-            if os.path.isdir(path):
-                path = os.path.join(path, "config.json")
-            try:
-                with open(path, encoding="utf-8") as f:
-                    data = json.load(f)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"no HF config.json at {path}") from None
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            return cls._from_hf_dict(dict(source))
+        from vit_common.fileio import read_json
+
+        path = os.fspath(source)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        data = read_json(path, "config.json")
+        try:
+            return cls._from_hf_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    @classmethod
+    def _from_hf_dict(cls, data: Any) -> ViTConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type", "vit")
         if model_type != "vit":
             raise ValueError(f"expected an HF config with model_type 'vit', got {model_type!r}")
@@ -165,16 +186,22 @@ class ViTConfig:
         extra = {k: v for k, v in data.items() if k not in arch and k != "num_labels"}
         # HF derives num_labels from id2label; a bare "num_labels" key is also honoured.
         if "id2label" in data:
-            extra["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+            extra["id2label"] = _int_keyed(data["id2label"], "id2label")
             num_labels = len(extra["id2label"])
         else:
             num_labels = data.get("num_labels", _HF_DEFAULT_NUM_LABELS)
         if "label2id" in data:
-            extra["label2id"] = {k: int(v) for k, v in data["label2id"].items()}
+            label2id = data["label2id"]
+            if not isinstance(label2id, dict) or not all(
+                    isinstance(v, (int, str)) and not isinstance(v, bool) and str(v).lstrip("-").isdigit()
+                    for v in label2id.values()):
+                raise ValueError("label2id must map label names to integer ids")
+            extra["label2id"] = {str(k): int(v) for k, v in label2id.items()}
         return cls(**fields, num_labels=num_labels, extra=extra)
 
-    def to_hf(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
-        """This config as an HF ViT config.json dict; also written to `path` when given."""
+    def to_hf(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> dict[str, Any]:
+        """This config as an HF ViT config.json dict; also written to `path` when given (an
+        existing file is replaced only with overwrite=True)."""
         data: dict[str, Any] = {"model_type": "vit"}
         data.update(self.extra)
         for f in dataclasses.fields(self):
@@ -185,10 +212,26 @@ class ViTConfig:
         data["id2label"] = {str(k): v for k, v in id2label.items()}
         data["label2id"] = self.extra.get("label2id") or {v: int(k) for k, v in id2label.items()}
         if path is not None:
-            from vit_common.checkpoints import atomic_write_text
+            from vit_common.fileio import atomic_write_text
 
-            atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n",
+                              overwrite=overwrite)
         return data
+
+
+def _int_keyed(mapping: Any, name: str) -> dict[int, Any]:
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{name} must be a JSON object mapping label ids to names, got "
+                         f"{type(mapping).__name__}")
+    out = {}
+    for k, v in mapping.items():
+        try:
+            out[int(k)] = v
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} keys must be integer ids, got {k!r}") from None
+    if len(out) > MAX_LABELS:
+        raise ValueError(f"{name} has {len(out):,} labels, over the limit of {MAX_LABELS:,}")
+    return out
 
 
 # Sizes from the ViT paper (Dosovitskiy et al. 2020, table 1) and DeiT for Ti/S.
@@ -201,6 +244,6 @@ _SIZES: dict[str, dict[str, int]] = {
 }
 _SIZE_ALIASES = {"ti": "Ti", "tiny": "Ti", "s": "S", "small": "S", "b": "B", "base": "B",
                  "l": "L", "large": "L", "h": "H", "huge": "H"}
-PRESETS: tuple[str, ...] = ("Ti/16", "S/16", "S/32", "B/16", "B/32", "L/16", "L/32", "H/14")
+MODEL_PRESETS: tuple[str, ...] = ("Ti/16", "S/16", "S/32", "B/16", "B/32", "L/16", "L/32", "H/14")
 _PRESET_RE = re.compile(
     r"^(?:vit)?[-_/ ]?(?P<size>[a-z]+)[-_/ ]?(?:patch)?(?P<patch>\d+)(?:[-_](?P<res>\d+))?$")

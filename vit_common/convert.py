@@ -1,41 +1,89 @@
-"""torch <-> flax weight conversion: one declarative table, numpy in, numpy out.
+"""Weight naming: ONE rule vocabulary for the canonical model and every source's names.
 
-The torch state-dict keys are HF ``ViTModel`` / ``ViTForImageClassification`` keys and the flax
-params tree is HF's Flax ViT tree, and both models use the same module names, so a flax path is the
-torch module path with "." -> "/". What differs is the leaf: each module kind has one rule for how its
-torch tensors become flax arrays. Those rules and the list of modules (with the shape each expects)
-are the whole conversion.
+Canonical = what `vit_torch` models hold: HF ViT checkpoint keys (``encoder.layer.0.attention...``),
+numpy arrays, the backbone under "vit." when a classifier is present. `TABLE` lists the model's
+modules with the shapes the config gives them.
+
+Every other naming (the Flax tree, HF on disk, transformers-5 in-memory names, timm, Google's npz,
+big_vision) is a `Naming`: a table of `Rename(ours, theirs, kind)` — one of our module paths (or
+several, fused along the first axis in theirs, as timm's qkv), their module path ("{i}" is the layer
+index in both), and a kind. The kind says, in `KINDS`, how each leaf of the module is named and
+transformed both ways (a Linear weight (out, in) is a Dense kernel (in, out), a Google attention
+kernel is (hidden, heads, head_dim), ...). Adding a source is a `Naming` plus tests; `to_naming` and
+`from_naming` are the only code that applies them, and the README shows each table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
 
 from vit_common.config import ViTConfig
+from vit_common.formats import blocked_contiguous
 
-Kind = Literal["linear", "conv", "norm", "param"]
+Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls"]
+Array = np.ndarray
 
-# How a torch leaf becomes a flax leaf, per module kind: (torch leaf, flax leaf, torch->flax, flax->torch).
-_LEAVES: dict[Kind, tuple[tuple[str, str, Callable[[np.ndarray], np.ndarray],
-                                  Callable[[np.ndarray], np.ndarray]], ...]] = {
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One tensor of a module kind: our leaf name, theirs, their rank, and the two transforms."""
+
+    ours: str
+    theirs: str
+    rank: int | None  # their array's rank, checked before anything is reshaped
+    to_theirs: Callable[[Array, ViTConfig], Array]
+    to_ours: Callable[[Array], Array]
+
+
+def _same(a: Array, c: ViTConfig | None = None) -> Array:
+    return a
+
+
+def _bias(ours: str = "bias", theirs: str = "bias") -> Leaf:
+    return Leaf(ours, theirs, 1, _same, _same)
+
+
+KINDS: dict[Kind, tuple[Leaf, ...]] = {
     # nn.Linear weight (out, in) <-> nn.Dense kernel (in, out)
-    "linear": (("weight", "kernel", lambda w: w.T, lambda k: k.T),
-               ("bias", "bias", lambda b: b, lambda b: b)),
+    "linear": (Leaf("weight", "kernel", 2, lambda w, c: w.T, lambda k: k.T), _bias()),
     # nn.Conv2d weight (out, in, kh, kw) <-> nn.Conv kernel (kh, kw, in, out)
-    "conv": (("weight", "kernel", lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1)),
-             ("bias", "bias", lambda b: b, lambda b: b)),
+    "conv": (Leaf("weight", "kernel", 4, lambda w, c: w.transpose(2, 3, 1, 0),
+                  lambda k: k.transpose(3, 2, 0, 1)), _bias()),
     # nn.LayerNorm weight <-> nn.LayerNorm scale
-    "norm": (("weight", "scale", lambda w: w, lambda s: s),
-             ("bias", "bias", lambda b: b, lambda b: b)),
-    # a bare nn.Parameter / self.param: same array, same name
-    "param": (("", "", lambda p: p, lambda p: p),),
+    "norm": (Leaf("weight", "scale", 1, _same, _same), _bias()),
+    # a bare parameter: same array, same name
+    "param": (Leaf("", "", None, _same, _same),),
+    # a module whose tensors keep their names and layouts (torch to torch)
+    "copy": (Leaf("weight", "weight", None, _same, _same), Leaf("bias", "bias", None, _same, _same)),
+    # Google's q/k/v projections: kernel (hidden, heads, head_dim), bias (heads, head_dim). The
+    # transposed matrix is put in C order first: a strided split would make .npy write element-wise
+    "heads_in": (
+        Leaf("weight", "kernel", 3,
+             lambda w, c: blocked_contiguous(w.T).reshape(c.hidden_size, c.num_attention_heads, c.head_dim),
+             lambda k: k.reshape(k.shape[0], -1).T),
+        Leaf("bias", "bias", 2, lambda b, c: b.reshape(c.num_attention_heads, c.head_dim),
+             lambda b: b.reshape(-1))),
+    # Google's attention output projection: kernel (heads, head_dim, hidden)
+    "heads_out": (
+        Leaf("weight", "kernel", 3,
+             lambda w, c: blocked_contiguous(w.T).reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
+             lambda k: k.reshape(-1, k.shape[-1]).T),
+        _bias()),
+    # big_vision adds position embeddings before prepending [CLS]: its slot is zero here
+    "pos_no_cls": (Leaf("", "", 3, lambda p, c: p[:, 1:],
+                        lambda p: np.concatenate([np.zeros_like(p[:, :1]), p], axis=1)),),
 }
 
+
+# ---------------------------------------------------------------------------------------------
+# the canonical model
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -74,17 +122,26 @@ TABLE: tuple[Rule, ...] = (
 # ViTForImageClassification: the backbone under "vit." plus this head.
 HEAD: Rule = _linear("classifier", lambda c: (c.num_labels, c.hidden_size))
 BACKBONE_PREFIX = "vit."
+CLASSIFIER_KEY = "classifier.weight"
+
+
+def has_classifier(state: Mapping[str, Any]) -> bool:
+    """Whether a canonical state dict holds ViTForImageClassification (else VisionTransformer)."""
+    return CLASSIFIER_KEY in state
+
+
+def unwrap_params(tree: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Flax params tree from `{"params": tree}` variables or the tree itself."""
+    return tree["params"] if set(tree.keys()) == {"params"} else tree
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One expected tensor: its torch key, flax path, torch shape and conversion functions."""
+    """One expected tensor: its torch key, torch shape and leaf rule."""
 
     torch_key: str
-    flax_path: tuple[str, ...]
     torch_shape: tuple[int, ...]
-    to_flax: Callable[[np.ndarray], np.ndarray]
-    to_torch: Callable[[np.ndarray], np.ndarray]
+    leaf: Leaf
 
 
 def expected_entries(config: ViTConfig, with_head: bool) -> Iterator[Entry]:
@@ -97,77 +154,317 @@ def expected_entries(config: ViTConfig, with_head: bool) -> Iterator[Entry]:
             paths = [prefix + p for p in paths]
         dims = rule.dims(config)
         for module in paths:
-            for torch_leaf, flax_leaf, fwd, back in _LEAVES[rule.kind]:
-                if torch_leaf == "bias" and not rule.has_bias(config):
+            for leaf in KINDS[rule.kind]:
+                if leaf.ours == "bias" and not rule.has_bias(config):
                     continue
-                shape = dims[:1] if torch_leaf == "bias" else dims
-                key = f"{module}.{torch_leaf}" if torch_leaf else module
-                path = tuple(module.split(".")) + ((flax_leaf,) if flax_leaf else ())
-                yield Entry(key, path, shape, fwd, back)
+                shape = dims[:1] if leaf.ours == "bias" else dims
+                yield Entry(f"{module}.{leaf.ours}" if leaf.ours else module, shape, leaf)
+
+
+# ---------------------------------------------------------------------------------------------
+# namings: other sources' names as tables onto the canonical ones
+
+@dataclasses.dataclass(frozen=True)
+class Rename:
+    """Our module path(s) <-> their module path, and the kind that names and transforms the leaves.
+    Several of ours are stacked along the first axis in theirs (timm's qkv)."""
+
+    ours: str | tuple[str, ...]
+    theirs: str
+    kind: Kind = "copy"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.ours,) if isinstance(self.ours, str) else self.ours
+
+
+@dataclasses.dataclass(frozen=True)
+class Naming:
+    name: str
+    backbone: tuple[Rename, ...]
+    head: tuple[Rename, ...]
+    sep: str = "."  # between their module path and their leaf name
+    backbone_prefix: str = ""  # theirs, in front of the backbone when a classifier is present
+    markers: tuple[str, ...] = ()  # their keys (backbone, no prefix) that identify this naming
+
+
+def _identity(kinds: Mapping[Kind, Kind] | None = None, sep: str = ".") -> tuple[Rename, ...]:
+    kinds = kinds or {}
+    return tuple(Rename(r.path, r.path.replace(".", sep), kinds.get(r.kind, r.kind)) for r in TABLE)
+
+
+# HF transformers checkpoints on disk: the canonical names themselves
+HF = Naming("hf", _identity({"linear": "copy", "conv": "copy", "norm": "copy"}),
+            (Rename("classifier", "classifier"),), backbone_prefix="vit.",
+            markers=("embeddings.patch_embeddings.projection.weight",))
+# HF's Flax ViT tree, flattened with "/": same module names, Flax leaves
+FLAX = Naming("flax", _identity(sep="/"), (Rename("classifier", "classifier", "linear"),),
+              sep="/", backbone_prefix="vit/", markers=("embeddings/patch_embeddings/projection/kernel",))
+# transformers 5 renamed ViT's modules in memory; save_pretrained still writes the classic names,
+# but torch.save(model.state_dict()) records these
+_HF5_LAYER = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
+              "attention.attention.value": "attention.v_proj", "attention.output.dense": "attention.o_proj",
+              "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
+def _hf5_path(path: str) -> str:
+    m = re.fullmatch(r"encoder\.layer\.\{i\}\.(.+)", path)
+    return "layers.{i}." + _HF5_LAYER.get(m.group(1), m.group(1)) if m else path
+
+
+HF5 = Naming("transformers-5", tuple(Rename(r.ours, _hf5_path(r.theirs), r.kind) for r in HF.backbone),
+             HF.head, backbone_prefix="vit.", markers=("layers.0.attention.q_proj.weight",))
+TIMM = Naming("timm", (
+    Rename("embeddings.cls_token", "cls_token", "param"),
+    Rename("embeddings.position_embeddings", "pos_embed", "param"),
+    Rename("embeddings.patch_embeddings.projection", "patch_embed.proj"),
+    Rename(tuple(_L + f"attention.attention.{n}" for n in ("query", "key", "value")),
+           "blocks.{i}.attn.qkv"),
+    Rename(_L + "attention.output.dense", "blocks.{i}.attn.proj"),
+    Rename(_L + "layernorm_before", "blocks.{i}.norm1"),
+    Rename(_L + "layernorm_after", "blocks.{i}.norm2"),
+    Rename(_L + "intermediate.dense", "blocks.{i}.mlp.fc1"),
+    Rename(_L + "output.dense", "blocks.{i}.mlp.fc2"),
+    Rename("layernorm", "norm"),
+), (Rename("classifier", "head"),), markers=("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"))
+
+
+def _google(mha: str, ln2: str, mlp: str, pos: Rename) -> tuple[Rename, ...]:
+    block = "Transformer/encoderblock_{i}/"
+    return (
+        Rename("embeddings.cls_token", "cls", "param"),
+        pos,
+        Rename("embeddings.patch_embeddings.projection", "embedding", "conv"),
+        *(Rename(_L + f"attention.attention.{n}", f"{block}{mha}/{n}", "heads_in")
+          for n in ("query", "key", "value")),
+        Rename(_L + "attention.output.dense", f"{block}{mha}/out", "heads_out"),
+        Rename(_L + "layernorm_before", block + "LayerNorm_0", "norm"),
+        Rename(_L + "layernorm_after", f"{block}{ln2}", "norm"),
+        Rename(_L + "intermediate.dense", f"{block}{mlp}/Dense_0", "linear"),
+        Rename(_L + "output.dense", f"{block}{mlp}/Dense_1", "linear"),
+        Rename("layernorm", "Transformer/encoder_norm", "norm"),
+    )
+
+
+# google-research/vision_transformer .npz (also read by timm and big_vision)
+NPZ = Naming("npz", _google("MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3",
+                            Rename("embeddings.position_embeddings",
+                                   "Transformer/posembed_input/pos_embedding", "param")),
+             (Rename("classifier", "head", "linear"),), sep="/",
+             markers=("embedding/kernel", "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"))
+# big_vision's ViT: blocks numbered differently, position embeddings without the [CLS] slot
+BIG_VISION = Naming("big_vision", _google("MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0",
+                                          Rename("embeddings.position_embeddings", "pos_embedding",
+                                                 "pos_no_cls")),
+                    (Rename("classifier", "head", "linear"),), sep="/",
+                    markers=("embedding/kernel", "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"))
+NAMINGS: dict[str, Naming] = {n.name: n for n in (HF, HF5, TIMM, FLAX, NPZ, BIG_VISION)}
+
+
+def _their_key(module: str, leaf: Leaf, sep: str) -> str:
+    return f"{module}{sep}{leaf.theirs}" if leaf.theirs else module
+
+
+def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
+              ) -> list[tuple[str, Callable[[], Array]]]:
+    """A complete canonical state -> [(their key, function making the array)] in model order. The
+    arrays are made on demand, so a writer can build the next one while it writes this one."""
+    with_head = has_classifier(state)
+    check_state_dict(state, config, with_head, "to_naming")
+    ours_prefix = BACKBONE_PREFIX if with_head else ""
+    theirs_prefix = naming.backbone_prefix if with_head else ""
+    out: list[tuple[str, Callable[[], Array]]] = []
+    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix), (naming.head, "", "")):
+        if renames is naming.head and not with_head:
+            continue
+        for r in renames:
+            layers = range(config.num_hidden_layers) if "{i}" in r.theirs else [0]
+            for i in layers:
+                for leaf in KINDS[r.kind]:
+                    keys = [op + (f"{p.format(i=i)}.{leaf.ours}" if leaf.ours else p.format(i=i))
+                            for p in r.parts]
+                    if not all(k in state for k in keys):
+                        continue  # an optional tensor (qkv bias) this model does not have
+                    out.append((tp + _their_key(r.theirs.format(i=i), leaf, naming.sep),
+                                _maker(leaf, [state[k] for k in keys], config)))
+    return out
+
+
+def _maker(leaf: Leaf, arrays: list[Any], config: ViTConfig) -> Callable[[], Array]:
+    def make() -> Array:
+        parts = [to_numpy(a) for a in arrays]
+        return leaf.to_theirs(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0), config)
+
+    return make
+
+
+def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] | None = None
+                ) -> tuple[dict[str, Array], list[str], list[str]]:
+    """Their tensors -> (canonical state, their keys no rule places, shape problems). Nothing is
+    reshaped before its rank is checked; completeness and shapes are checked by `check_state_dict`.
+    `origin`, when given, receives {canonical key: their key}."""
+    patterns = []
+    for group, renames in (("backbone", naming.backbone), ("head", naming.head)):
+        for r in renames:
+            for leaf in KINDS[r.kind]:
+                their = _their_key(r.theirs, leaf, naming.sep)
+                regex = re.escape(their).replace(re.escape("{i}"), r"(\d+)")
+                patterns.append((re.compile(regex), group, r, leaf))
+    bp = naming.backbone_prefix
+    prefixed = bool(bp) and any(k.startswith(bp) for k in raw)
+    state: dict[str, Array] = {}
+    unplaced: list[str] = []
+    problems: list[str] = []
+    head_found = False
+    for key, value in raw.items():
+        placed = False
+        for regex, group, r, leaf in patterns:
+            name = key[len(bp):] if group == "backbone" and prefixed and key.startswith(bp) else key
+            if group == "backbone" and prefixed and not key.startswith(bp):
+                continue
+            m = regex.fullmatch(name)
+            if m is None:
+                continue
+            placed = True
+            i = int(m.group(1)) if m.groups() else 0
+            arr = to_numpy(value)
+            if leaf.rank is not None and arr.ndim != leaf.rank:
+                problems.append(f"{key} expected rank {leaf.rank} got shape {tuple(arr.shape)}")
+                break
+            arr = leaf.to_ours(arr)
+            parts = r.parts
+            if len(parts) > 1:
+                if arr.ndim == 0 or arr.shape[0] % len(parts):
+                    problems.append(f"{key} expected a first axis divisible by {len(parts)} got "
+                                    f"shape {tuple(arr.shape)}")
+                    break
+                pieces = np.split(arr, len(parts), axis=0)
+            else:
+                pieces = [arr]
+            for part, piece in zip(parts, pieces):
+                module = part.format(i=i)
+                ours = f"{module}.{leaf.ours}" if leaf.ours else module
+                state[("" if group == "head" else "\0") + ours] = piece
+                if origin is not None:
+                    origin[("" if group == "head" else "\0") + ours] = key
+            head_found |= group == "head"
+            break
+        if not placed:
+            unplaced.append(key)
+    prefix = BACKBONE_PREFIX if head_found else ""
+    canonical = {(prefix + k[1:] if k.startswith("\0") else k): v for k, v in state.items()}
+    if origin is not None:
+        named = {(prefix + k[1:] if k.startswith("\0") else k): v for k, v in origin.items()}
+        origin.clear()
+        origin.update(named)
+    return canonical, sorted(unplaced), problems
+
+
+def their_names(naming: Naming, config: ViTConfig, with_head: bool) -> dict[str, tuple[str, Leaf]]:
+    """{canonical key: (their key, leaf rule)} for every tensor a model of `config` has."""
+    ours_prefix = BACKBONE_PREFIX if with_head else ""
+    theirs_prefix = naming.backbone_prefix if with_head else ""
+    names = {}
+    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix),
+                            (naming.head if with_head else (), "", "")):
+        for r in renames:
+            for i in (range(config.num_hidden_layers) if "{i}" in r.theirs else [0]):
+                for leaf in KINDS[r.kind]:
+                    their = tp + _their_key(r.theirs.format(i=i), leaf, naming.sep)
+                    for p in r.parts:
+                        ours = op + (f"{p.format(i=i)}.{leaf.ours}" if leaf.ours else p.format(i=i))
+                        names[ours] = (their, leaf)
+    return names
+
+
+def detect_naming(keys: Any, candidates: tuple[str, ...] = ("timm", "transformers-5", "hf")) -> Naming | None:
+    """The first naming among `candidates` whose markers are all among `keys` (with or without
+    its backbone prefix)."""
+    for name in candidates:
+        n = NAMINGS[name]
+        for prefix in ("", n.backbone_prefix):
+            if all(prefix + m in keys for m in n.markers):
+                return n
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# torch <-> flax
+
+def torch_to_flax(state_dict: Mapping[str, Any], config: ViTConfig | None = None,
+                  with_head: bool | None = None) -> dict[str, Any]:
+    """HF-named torch state dict -> HF Flax params tree (nested dict of numpy arrays).
+
+    `with_head` picks VisionTransformer (False) or ViTForImageClassification (True); by default it is
+    read from the keys. Every missing, unexpected and misshapen key is reported in one ValueError.
+    """
+    if with_head is None:
+        with_head = has_classifier(state_dict)
+    if config is None:
+        config = infer_config(state_dict, with_head, square=False)
+    check_state_dict(state_dict, config, with_head, "torch_to_flax")
+    return unflatten_params({tuple(k.split("/")): make() for k, make in
+                             to_naming(FLAX, state_dict, config)})
+
+
+def flax_to_torch(params: Mapping[str, Any], config: ViTConfig | None = None,
+                  with_head: bool | None = None) -> dict[str, Array]:
+    """HF Flax params tree (or {"params": tree}) -> HF-named torch state dict of numpy arrays.
+    Problems are reported in one ValueError, in Flax names and layouts."""
+    flat = {"/".join(path): leaf for path, leaf in flatten_params(params).items()}
+    origin: dict[str, str] = {}
+    state, unplaced, problems = from_naming(FLAX, flat, origin)
+    if with_head is not None and with_head != has_classifier(state):
+        raise ValueError(f"flax_to_torch: with_head={with_head} but the tree "
+                         f"{'has' if has_classifier(state) else 'has no'} classifier")
+    with_head = has_classifier(state)
+    if config is None:
+        if problems:
+            report_mismatch("flax_to_torch", [], unplaced, problems)
+        config = infer_config(state, with_head, square=False)
+    names = their_names(FLAX, config, with_head)
+    missing, misshapen = [], list(problems)
+    for e in expected_entries(config, with_head):
+        their, leaf = names[e.torch_key]
+        if e.torch_key not in state:
+            missing.append(their)
+        elif tuple(state[e.torch_key].shape) != e.torch_shape:
+            want = leaf.to_theirs(np.broadcast_to(np.empty((), np.float32), e.torch_shape), config).shape
+            misshapen.append(f"{their} expected {tuple(want)} got {tuple(np.shape(flat[their]))}")
+    unexpected = unplaced + [origin[k] for k in state if k not in names]
+    report_mismatch("flax_to_torch", missing, sorted(unexpected), misshapen)
+    return state
 
 
 # ---------------------------------------------------------------------------------------------
 # numpy in: torch tensors and jax arrays are accepted and turned into numpy without copying values
 
 
-def to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> Array:
     """A torch tensor, jax array or array-like as a numpy array (bfloat16 kept, via ml_dtypes)."""
     if type(x).__module__.startswith("torch"):
         t = x.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
+        torch = sys.modules["torch"]  # a tensor in hand means torch is imported already
+        if t.dtype == torch.bfloat16:
             import ml_dtypes  # numpy has no bfloat16; ml_dtypes (a jax dependency) adds it
 
-            return t.view(dtype=_torch_int16()).numpy().view(ml_dtypes.bfloat16)
+            return t.view(dtype=torch.int16).numpy().view(ml_dtypes.bfloat16)
         return t.numpy()
     return np.asarray(x)
 
 
-def to_torch(array: np.ndarray) -> Any:
-    """numpy -> torch tensor (imports torch when called), bfloat16 (ml_dtypes) included, which
-    torch.from_numpy refuses. A writable, C-ordered copy: jax and memory-mapped files hand out
-    read-only buffers, and a transposed view would give torch a strided weight (another GEMM path,
-    other rounding)."""
-    import torch
-
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(np.array(array, order="C").view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.array(array, order="C"))
-
-
-def _torch_int16() -> Any:
-    import torch
-
-    return torch.int16
-
-
-def c_order(arr: np.ndarray, block: int = 128) -> np.ndarray:
-    """`arr` in C order. A transposed matrix (what every torch <-> flax kernel is) is copied in
-    square blocks that stay in cache: about twice numpy's element-order copy."""
-    if arr.flags.c_contiguous:
-        return arr
-    if arr.ndim != 2 or not arr.flags.f_contiguous:
-        return np.ascontiguousarray(arr)
-    out = np.empty(arr.shape, arr.dtype)
-    for i in range(0, arr.shape[0], block):
-        for j in range(0, arr.shape[1], block):
-            out[i:i + block, j:j + block] = arr[i:i + block, j:j + block]
-    return out
-
-
 def flatten_params(params: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
     """A nested params dict (or {"params": ...} variables) as {path tuple: leaf}."""
-    if set(params.keys()) == {"params"}:
-        params = params["params"]
     flat: dict[tuple[str, ...], Any] = {}
 
     def walk(node: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        if len(path) > 32:
+            raise ValueError(f"params tree nested deeper than 32 levels at {'/'.join(path[:4])}/...")
         for k, v in node.items():
             if isinstance(v, Mapping):
                 walk(v, path + (str(k),))
             else:
                 flat[path + (str(k),)] = v
 
-    walk(params, ())
+    walk(unwrap_params(params), ())
     return flat
 
 
@@ -189,31 +486,41 @@ class NonSquareGrid(ValueError):
 
 
 _LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+MAX_LAYERS = 1024
 
 
 def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *,
                  square: bool = True) -> ViTConfig:
-    """The shape-level config of a torch-named state dict.
+    """The shape-level config of a canonical state dict.
 
     The head count changes no tensor shape, so it cannot be read from the weights; the result has
     num_attention_heads=1, which is fine for checking and converting weights but not for running
-    them. Pass the real config wherever the model is built. The patch grid is assumed square; with
-    `square=False` a non-square token count is read as a 1 x N grid, which has the right shapes
-    (all conversion needs) but not the real image size.
+    them. The patch grid is assumed square; with `square=False` a non-square token count is read
+    as a 1 x N grid, which has the right shapes (all conversion needs) but not the real image size.
     """
     if with_head is None:
-        with_head = "classifier.weight" in state_dict
+        with_head = has_classifier(state_dict)
     prefix = BACKBONE_PREFIX if with_head else ""
 
-    def shape(key: str) -> tuple[int, ...]:
-        if prefix + key not in state_dict:
-            raise ValueError(f"cannot infer the architecture: key {prefix + key!r} is missing "
+    def shape(key: str, rank: int) -> tuple[int, ...]:
+        full = key if key == CLASSIFIER_KEY else prefix + key
+        if full not in state_dict:
+            raise ValueError(f"cannot infer the architecture: key {full!r} is missing "
                              f"(got {len(state_dict)} keys, e.g. {sorted(state_dict)[:3]})")
-        return tuple(np.shape(state_dict[prefix + key]))
+        s = tuple(int(d) for d in np.shape(state_dict[full]))
+        if len(s) != rank or not all(s):
+            raise ValueError(f"cannot infer the architecture: {full} should be a "
+                             f"non-empty rank-{rank} tensor, got shape {s}")
+        return s
 
-    hidden, channels, patch, _ = shape("embeddings.patch_embeddings.projection.weight")
-    tokens = shape("embeddings.position_embeddings")[1] - 1
-    grid = round(tokens ** 0.5)
+    hidden, channels, patch, patch_w = shape("embeddings.patch_embeddings.projection.weight", 4)
+    if patch != patch_w:
+        raise ValueError(f"cannot infer the architecture: patches must be square, the patch "
+                         f"kernel is {patch}x{patch_w}")
+    tokens = shape("embeddings.position_embeddings", 3)[1] - 1
+    if tokens < 1:
+        raise ValueError("cannot infer the architecture: the position embeddings have no patch slots")
+    grid = math.isqrt(tokens)
     if grid * grid == tokens:
         image_size: int | tuple[int, int] = grid * patch
     elif not square:
@@ -222,16 +529,18 @@ def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *
         raise NonSquareGrid(f"cannot infer image_size from {tokens} position embeddings (not a "
                             f"square grid); pass config=")
     layers = {int(m.group(1)) for k in state_dict if (m := _LAYER_RE.search(k))}
+    if layers and max(layers) >= MAX_LAYERS:
+        raise ValueError(f"cannot infer the architecture: layer index {max(layers)} is over the "
+                         f"limit of {MAX_LAYERS} layers")
     return ViTConfig(
         hidden_size=hidden, num_channels=channels, patch_size=patch, image_size=image_size,
         num_hidden_layers=max(layers) + 1 if layers else 1, num_attention_heads=1,
-        intermediate_size=shape("encoder.layer.0.intermediate.dense.weight")[0],
+        intermediate_size=shape("encoder.layer.0.intermediate.dense.weight", 2)[0],
         qkv_bias=prefix + "encoder.layer.0.attention.attention.query.bias" in state_dict,
-        num_labels=np.shape(state_dict["classifier.weight"])[0]
-        if with_head and "classifier.weight" in state_dict else 0)
+        num_labels=shape(CLASSIFIER_KEY, 2)[0] if with_head else 0)
 
 
-def _report(what: str, missing: list[str], unexpected: list[str], misshapen: list[str]) -> None:
+def report_mismatch(what: str, missing: list[str], unexpected: list[str], misshapen: list[str]) -> None:
     if not (missing or unexpected or misshapen):
         return
     lines = [f"{what}: the weights do not match the model"]
@@ -242,12 +551,13 @@ def _report(what: str, missing: list[str], unexpected: list[str], misshapen: lis
 
 
 def check_state_dict(state_dict: Mapping[str, Any], config: ViTConfig, with_head: bool,
-                     what: str = "state dict", unexpected: list[str] | None = None) -> None:
-    """Raise one ValueError listing every missing, unexpected and misshapen key of a torch-named
-    state dict (plus any `unexpected` names a foreign reader could not place)."""
+                     what: str = "state dict", unexpected: list[str] | None = None,
+                     problems: list[str] | None = None) -> None:
+    """Raise one ValueError listing every missing, unexpected and misshapen key of a canonical
+    state dict (plus any `unexpected` names and shape `problems` a reader found)."""
     entries = list(expected_entries(config, with_head))
     seen = {e.torch_key for e in entries}
-    missing, misshapen = [], []
+    missing, misshapen = [], list(problems or [])
     for e in entries:
         if e.torch_key not in state_dict:
             missing.append(e.torch_key)
@@ -255,72 +565,4 @@ def check_state_dict(state_dict: Mapping[str, Any], config: ViTConfig, with_head
             misshapen.append(f"{e.torch_key} expected {e.torch_shape} got "
                              f"{tuple(np.shape(state_dict[e.torch_key]))}")
     extra = sorted(list(unexpected or []) + [k for k in state_dict if k not in seen])
-    _report(what, missing, extra, misshapen)
-
-
-def torch_to_flax(state_dict: Mapping[str, Any], config: ViTConfig | None = None,
-                  with_head: bool | None = None) -> dict[str, Any]:
-    """HF-named torch state dict -> HF Flax params tree (nested dict of numpy arrays).
-
-    `with_head` picks VisionTransformer (False) or ViTForImageClassification (True); by default it is
-    read from the keys (a "classifier.weight" means a classifier). Every missing, unexpected and
-    misshapen key is reported together in one ValueError.
-    """
-    if with_head is None:
-        with_head = "classifier.weight" in state_dict
-    if config is None:
-        config = infer_config(state_dict, with_head, square=False)
-    check_state_dict(state_dict, config, with_head, "torch_to_flax")
-    return unflatten_params({e.flax_path: e.to_flax(to_numpy(state_dict[e.torch_key]))
-                             for e in expected_entries(config, with_head)})
-
-
-def flax_to_torch(params: Mapping[str, Any], config: ViTConfig | None = None,
-                  with_head: bool | None = None) -> dict[str, np.ndarray]:
-    """HF Flax params tree (or {"params": tree}) -> HF-named torch state dict of numpy arrays."""
-    flat = flatten_params(params)
-    if with_head is None:
-        with_head = ("classifier", "kernel") in flat
-    # Name every leaf the table knows in torch form; the rest are unexpected.
-    by_torch_key: dict[str, tuple[str, np.ndarray]] = {}
-    unexpected = []
-    for path, leaf in flat.items():
-        named = _torch_name(path, with_head)
-        if named is None:
-            unexpected.append("/".join(path))
-        else:
-            by_torch_key[named[0]] = ("/".join(path), named[1](to_numpy(leaf)))
-    if config is None:
-        config = infer_config({k: v for k, (_, v) in by_torch_key.items()}, with_head, square=False)
-    missing, misshapen, state = [], [], {}
-    expected = list(expected_entries(config, with_head))
-    known = {e.torch_key for e in expected}
-    unexpected += sorted(p for k, (p, _) in by_torch_key.items() if k not in known)
-    for e in expected:
-        if e.torch_key not in by_torch_key:
-            missing.append("/".join(e.flax_path))
-            continue
-        path, value = by_torch_key[e.torch_key]
-        if value.shape != e.torch_shape:
-            want = e.to_flax(np.broadcast_to(np.empty((), value.dtype), e.torch_shape)).shape
-            misshapen.append(f"{path} expected {want} got {flat[tuple(path.split('/'))].shape}")
-            continue
-        state[e.torch_key] = value
-    _report("flax_to_torch", missing, sorted(unexpected), misshapen)
-    return state
-
-
-def _torch_name(path: tuple[str, ...], with_head: bool
-                ) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
-    """A flax leaf path as (torch key, flax->torch function), or None when the table has no rule."""
-    dotted = ".".join(path)
-    prefix = BACKBONE_PREFIX if with_head else ""
-    for rule in TABLE + ((HEAD,) if with_head else ()):
-        rule_prefix = "" if rule is HEAD else prefix
-        pattern = re.escape(rule_prefix + rule.path).replace(re.escape("{i}"), r"\d+")
-        for torch_leaf, flax_leaf, _, back in _LEAVES[rule.kind]:
-            suffix = "." + re.escape(flax_leaf) if flax_leaf else ""
-            m = re.fullmatch(f"({pattern}){suffix}", dotted)
-            if m:
-                return (f"{m.group(1)}.{torch_leaf}" if torch_leaf else m.group(1)), back
-    return None
+    report_mismatch(what, missing, extra, misshapen)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,10 @@ IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 IMAGENET_STANDARD_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
+# crop_pct resizes the whole image before cropping; past this many pixels (a 1 x 100000 image would
+# need 256 x 25,600,000) the crop is resampled straight from its region of the source instead:
+# the same filter at the same scale, memory bounded by the output
+MAX_RESIZE_PIXELS = 16 * 2**20
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 Resample = Literal["bilinear", "bicubic"]
@@ -54,8 +59,13 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {tuple(_RESAMPLE)}, got {self.resample!r}")
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if self.crop_pct is not None and not (_is_number(self.crop_pct) and 0 < self.crop_pct <= 1):
+            raise ValueError(f"crop_pct must be a number in (0, 1], got {self.crop_pct!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (not isinstance(values, (tuple, list)) or len(values) not in (1, 3)
+                    or not all(_is_number(v) for v in values)):
+                raise ValueError(f"{name} must be 1 or 3 finite numbers, got {values!r}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {tuple(self.std)}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -64,13 +74,30 @@ class Preprocessing:
     @classmethod
     def from_hf(cls, data: Mapping[str, Any]) -> Preprocessing:
         """From an HF preprocessor_config.json dict (resample 2 = bilinear, 3 = bicubic)."""
-        resample = {2: "bilinear", 3: "bicubic"}.get(data.get("resample", 2))
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        code = data.get("resample", 2)
+        resample = {2: "bilinear", 3: "bicubic"}.get(code) if isinstance(code, int) else None
         if resample is None:
-            raise ValueError(f"preprocessor_config.json: resample {data.get('resample')!r} is not "
-                             f"bilinear (2) or bicubic (3)")
-        return cls(mean=tuple(data.get("image_mean", IMAGENET_STANDARD_MEAN)),
-                   std=tuple(data.get("image_std", IMAGENET_STANDARD_STD)),
-                   resample=resample, crop_pct=data.get("crop_pct"))  # type: ignore[arg-type]
+            raise ValueError(f"resample {code!r} is not bilinear (2) or bicubic (3)")
+        mean, std = data.get("image_mean", IMAGENET_STANDARD_MEAN), data.get("image_std", IMAGENET_STANDARD_STD)
+        if _is_number(mean):
+            mean = [mean]
+        if _is_number(std):
+            std = [std]
+        return cls(mean=mean, std=std, resample=resample, crop_pct=data.get("crop_pct"))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_hf_file(cls, path: str | os.PathLike) -> Preprocessing:
+        """From an HF preprocessor_config.json file; every problem is a ValueError naming it."""
+        from vit_common.fileio import read_json
+
+        path = os.fspath(path)
+        try:
+            return cls.from_hf(read_json(path, "preprocessor config"))
+        except ValueError as e:
+            message = str(e)
+            raise ValueError(message if message.startswith(path) else f"{path}: {message}") from None
 
     def to_hf(self, config: ViTConfig) -> dict[str, Any]:
         h, w = config.image_hw
@@ -84,7 +111,12 @@ class Preprocessing:
         return data
 
 
-PRESETS: dict[str, Preprocessing] = {
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# Normalisation presets (model size presets are vit_common.config.MODEL_PRESETS)
+NORMALISATIONS: dict[str, Preprocessing] = {
     "imagenet": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     # mean = std = 0.5: HF's ViTImageProcessor and Google's ViT checkpoints
     "inception": Preprocessing(IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD),
@@ -99,7 +131,7 @@ def preprocessing_for(config: ViTConfig | None) -> Preprocessing:
         return carried
     if isinstance(carried, Mapping):
         return Preprocessing(**carried)
-    return PRESETS["imagenet"]
+    return NORMALISATIONS["imagenet"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,25 +139,47 @@ def preprocessing_for(config: ViTConfig | None) -> Preprocessing:
 
 
 def _open(image: str | os.PathLike | bytes, max_pixels: int) -> Image.Image:
-    name = "image bytes" if isinstance(image, (bytes, bytearray, memoryview)) else os.fspath(image)
+    """Decode an image file (regular files only: a FIFO or device is refused by type, never read)
+    after checking its pixel count from the header. Any decoder failure is a ValueError."""
+    from vit_common.fileio import open_regular
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(image)), "image bytes", max_pixels)
+    name = os.fspath(image)
+    if not os.path.lexists(name):
+        raise FileNotFoundError(f"image file not found: {name}")
+    with open_regular(name, "image file") as fh:
+        return _decode(fh, name, max_pixels)
+
+
+def _decode(fh: Any, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():  # our own limit below says it better than PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            f = Image.open(io.BytesIO(bytes(image)) if name == "image bytes" else name)  # header only
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {name}") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+            f = Image.open(fh)  # header only
+    except Image.DecompressionBombError as e:
         raise ValueError(f"cannot read image {name}: {e}") from None
+    except Exception as e:  # PIL raises many types for files it cannot identify
+        raise ValueError(f"cannot read image {name}: {_reason(e)}") from None
     with f:
-        pixels = f.size[0] * f.size[1]
-        if pixels > max_pixels:
-            raise ValueError(f"{name}: {f.size[0]}x{f.size[1]} = {pixels:,} pixels exceeds the limit "
+        width, height = f.size
+        if width < 1 or height < 1:
+            raise ValueError(f"{name}: the image is {width}x{height} pixels")
+        if width * height > max_pixels:
+            raise ValueError(f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit "
                              f"of {max_pixels:,} (a decompression bomb, or pass max_pixels=)")
         try:
-            f.load()
-            return ImageOps.exif_transpose(f)  # the camera's orientation; also copies the pixels
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ValueError(f"cannot read image {name}: truncated or corrupt ({e})") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                f.load()
+                return ImageOps.exif_transpose(f)  # the camera's orientation; also copies the pixels
+        except Exception as e:  # truncated data, broken EXIF, unsupported codecs, ...
+            raise ValueError(f"cannot read image {name}: truncated or corrupt ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def load_image(image: ImageInput, num_channels: int = 3, *,
@@ -141,6 +195,16 @@ def load_image(image: ImageInput, num_channels: int = 3, *,
     else:
         raise TypeError(f"expected a path, bytes, a PIL.Image.Image or a numpy array, "
                         f"got {type(image).__name__}")
+    try:
+        return _convert(pil, num_channels)
+    except ValueError:
+        raise
+    except Exception as e:  # exotic modes PIL cannot convert
+        raise ValueError(f"cannot convert a {pil.mode} image to {num_channels} channel(s): "
+                         f"{_reason(e)}") from None
+
+
+def _convert(pil: Image.Image, num_channels: int) -> Image.Image | np.ndarray:
     if pil.mode in ("I;16", "I;16B", "I;16L", "I"):  # more than 8 bits of gray: keep them
         gray = np.asarray(pil, dtype=np.float32) / (65535.0 if pil.mode.startswith("I;16") else
                                                     max(float(np.asarray(pil).max()), 1.0))
@@ -198,9 +262,9 @@ def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
     Settings: `preset` ("imagenet" or "inception") else the config's carried preprocessing else
     "imagenet"; then `resample`, `crop_pct`, `mean`, `std` override single fields.
     """
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
-    settings = PRESETS[preset] if preset is not None else preprocessing_for(config)
+    if preset is not None and preset not in NORMALISATIONS:
+        raise ValueError(f"preset must be one of {tuple(NORMALISATIONS)}, got {preset!r}")
+    settings = NORMALISATIONS[preset] if preset is not None else preprocessing_for(config)
     overrides = {k: v for k, v in (("resample", resample), ("crop_pct", crop_pct),
                                    ("mean", mean), ("std", std)) if v is not None}
     if overrides:
@@ -233,16 +297,23 @@ def _resize_one(img: Image.Image, height: int, width: int, s: Preprocessing) -> 
     method = _RESAMPLE[s.resample]
     if s.crop_pct is None:
         return img if img.size == (width, height) else img.resize((width, height), resample=method)
-    # timm: the shorter side to floor(size / crop_pct) (aspect kept), then a centre crop
-    scale = int(np.floor(min(height, width) / s.crop_pct))
+    # timm's eval transform: keep the aspect ratio, the shorter side (relative to the target) to
+    # floor(size / crop_pct), then a centre crop of the target size
     w0, h0 = img.size
-    if w0 <= h0:
-        new = (scale, int(scale * h0 / w0))
-    else:
-        new = (int(scale * w0 / h0), scale)
-    img = img.resize(new, resample=method)
+    if height == width:  # torchvision Resize(int): the short side exact, the long one truncated
+        scale = math.floor(height / s.crop_pct)
+        new = (scale, int(scale * h0 / w0)) if w0 <= h0 else (int(scale * w0 / h0), scale)
+    else:  # timm ResizeKeepRatio for a non-square target
+        th, tw = math.floor(height / s.crop_pct), math.floor(width / s.crop_pct)
+        ratio = min(h0 / th, w0 / tw)
+        new = (round(w0 / ratio), round(h0 / ratio))
     left = int(round((new[0] - width) / 2.0))
     top = int(round((new[1] - height) / 2.0))
+    if new[0] >= width and new[1] >= height and new[0] * new[1] > MAX_RESIZE_PIXELS:
+        sx, sy = w0 / new[0], h0 / new[1]  # the crop's region of the source, same filter scale
+        box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+        return img.resize((width, height), resample=method, box=box)
+    img = img.resize(new, resample=method)
     return img.crop((left, top, left + width, top + height))
 
 

@@ -11,8 +11,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from vit_common.checkpoints import atomic_write
 from vit_common.config import ViTConfig
+from vit_common.fileio import atomic_write
 from vit_common.preprocessing import Preprocessing, preprocessing_for
 
 

@@ -3,8 +3,8 @@
 from vit_common.config import ViTConfig
 from vit_flax.image_processing import preprocess_image
 from vit_flax.inference import InferenceEngine
-from vit_flax.pretrained import from_pretrained, save_pretrained
 from vit_flax.model import (
+    VisionTransformer,
     ViTAttention,
     ViTEmbeddings,
     ViTEncoder,
@@ -15,8 +15,8 @@ from vit_flax.model import (
     ViTPatchEmbeddings,
     ViTSelfAttention,
     ViTSelfOutput,
-    VisionTransformer,
 )
+from vit_flax.pretrained import from_pretrained, save_pretrained
 
 __all__ = [
     "InferenceEngine", "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vit_common.config import ViTConfig
-from vit_flax.linen_utils import AttentionImpl
-from vit_flax.model import ViTForImageClassification, VisionTransformer
+from vit_common.config import AttentionImpl, ViTConfig
+from vit_common.convert import unwrap_params
+from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 ComputeDtype = Literal["float32", "bfloat16", "float16"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -40,7 +40,7 @@ class InferenceEngine:
         slower; slices keep the working set small. On GPUs leave it None."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
-        params = params["params"] if set(params) == {"params"} else params
+        params = unwrap_params(params)
         self.config = config
         self.has_head = "classifier" in params
         cls = ViTForImageClassification if self.has_head else VisionTransformer

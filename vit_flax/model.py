@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vit_common.resample import bicubic_matrix
-from vit_flax.linen_utils import ModuleList, ViTModule
+from vit_flax.module_base import ModuleList, ViTModule
 
 
 def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
@@ -24,14 +24,20 @@ def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
     return jax.nn.initializers.truncated_normal(stddev=std, lower=-2.0, upper=2.0)
 
 
-def _eager_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
-                     train: bool) -> jax.Array:
+def _attention_probs(q: jax.Array, k: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(head_dim)): (B, heads, N, N) in the input dtype, the softmax taken in
+    at least float32 as torch does for half precision. The one copy of this maths in the twin (the
+    model, attention_maps and the visualisation all call it)."""
     # (B, heads, N, head_dim) operands: batch dimensions leading, which XLA's CPU dot runs ~3x
     # faster than the (B, N, heads, head_dim) einsum
     scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
-    # softmax in at least float32, as torch does for half-precision inputs
     probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
-    probs = dropout(probs.astype(scores.dtype), deterministic=not train)
+    return probs.astype(scores.dtype)
+
+
+def _eager_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
+                     train: bool) -> jax.Array:
+    probs = dropout(_attention_probs(q, k), deterministic=not train)
     return jnp.einsum("bhqk,bhkd->bhqd", probs, v)  # (B, heads, N, head_dim)
 
 
@@ -140,16 +146,19 @@ class ViTSelfAttention(ViTModule):
         self.value = _dense(self, d, use_bias=config.qkv_bias)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
+    def _split(self, t: jax.Array) -> jax.Array:
+        b, n, _ = t.shape
+        return t.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
+
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         b, n, _ = x.shape
-        heads, head_dim = self.num_heads, self.head_dim
-
-        def split(t: jax.Array) -> jax.Array:
-            return t.reshape(b, n, heads, head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
         context = self.attend(q, k, v, self.dropout, train)  # (B, heads, N, head_dim)
-        return context.transpose(0, 2, 1, 3).reshape(b, n, heads * head_dim)  # (B, N, hidden)
+        return context.transpose(0, 2, 1, 3).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
+
+    def probabilities(self, x: jax.Array) -> jax.Array:
+        """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
+        return _attention_probs(self._split(self.query(x)), self._split(self.key(x)))
 
 
 class ViTSelfOutput(ViTModule):
@@ -210,6 +219,10 @@ class ViTLayer(ViTModule):
         h = x + self.attention(self.layernorm_before(x), train)
         return self.output(self.intermediate(self.layernorm_after(h)), h, train)
 
+    def attention_probabilities(self, x: jax.Array) -> jax.Array:
+        """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
+        return self.attention.attention.probabilities(self.layernorm_before(x))
+
 
 class ViTEncoder(ViTModule):
     """num_hidden_layers ViTLayers in sequence."""
@@ -242,6 +255,17 @@ class VisionTransformer(ViTModule):
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
         return self.forward_features(pixel_values, train, interpolate_pos_encoding)[:, 0]  # (B, hidden)
+
+    def attention_maps(self, pixel_values: jax.Array, interpolate_pos_encoding: bool = False,
+                       layer: int = -1) -> jax.Array:
+        """The attention probabilities of one layer (the last by default): (B, heads, N + 1, N + 1),
+        [CLS] first, computed by the layers themselves."""
+        layers = list(self.encoder.layer)
+        index = range(len(layers))[layer]  # IndexError for a layer the model does not have
+        x = self.embeddings(pixel_values, False, interpolate_pos_encoding)
+        for block in layers[:index]:
+            x = block(x)
+        return layers[index].attention_probabilities(x)
 
 
 class ViTForImageClassification(ViTModule):

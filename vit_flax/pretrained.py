@@ -9,14 +9,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vit_common.checkpoints import load_checkpoint, save_hf
-from vit_common.config import ViTConfig
+from vit_common.checkpoints import ConfigSource, load_checkpoint, save_hf
+from vit_common.config import AttentionImpl
 from vit_common.convert import flax_to_torch, torch_to_flax
-from vit_flax.linen_utils import AttentionImpl
-from vit_flax.model import ViTForImageClassification, VisionTransformer
+from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 
-def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None, *,
+def from_pretrained(path: str | os.PathLike, config: ConfigSource = None, *,
                     dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                     attention_impl: AttentionImpl = "eager", drop_pre_logits: bool = False
                     ) -> tuple[VisionTransformer | ViTForImageClassification, dict[str, Any]]:

@@ -2,8 +2,8 @@
 
 from vit_common.config import ViTConfig
 from vit_torch.image_processing import preprocess_image
-from vit_torch.pretrained import from_pretrained, save_pretrained
 from vit_torch.model import (
+    VisionTransformer,
     ViTAttention,
     ViTEmbeddings,
     ViTEncoder,
@@ -14,9 +14,9 @@ from vit_torch.model import (
     ViTPatchEmbeddings,
     ViTSelfAttention,
     ViTSelfOutput,
-    VisionTransformer,
     init_weights,
 )
+from vit_torch.pretrained import from_pretrained, save_pretrained
 from vit_torch.utils import load_numpy_state_dict
 
 __all__ = [

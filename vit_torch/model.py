@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_common.config import ViTConfig
+from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.resample import bicubic_matrix
 
 
@@ -25,13 +24,16 @@ def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
     return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
 
 
-AttentionImpl = Literal["eager", "sdpa"]
+def _attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim)): (B, heads, N, N), the one copy of this maths in the twin
+    (the model, attention_maps and the visualisation all call it)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
+    return scores.softmax(dim=-1)  # torch takes half-precision softmax in float32 internally
 
 
 def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      dropout: nn.Dropout) -> torch.Tensor:
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
-    return dropout(scores.softmax(dim=-1)) @ v  # (B, heads, N, head_dim)
+    return dropout(_attention_probs(q, k)) @ v  # (B, heads, N, head_dim)
 
 
 def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -112,16 +114,19 @@ class ViTSelfAttention(nn.Module):
         self.value = nn.Linear(d, d, bias=config.qkv_bias)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        heads, head_dim = self.num_heads, self.head_dim
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, heads, head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
         context = self.attend(q, k, v, self.dropout)  # (B, heads, N, head_dim)
-        return context.transpose(1, 2).reshape(b, n, heads * head_dim)  # (B, N, hidden)
+        return context.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
+        return _attention_probs(self._split(self.query(x)), self._split(self.key(x)))
 
 
 class ViTSelfOutput(nn.Module):
@@ -187,6 +192,10 @@ class ViTLayer(nn.Module):
         h = x + self.attention(self.layernorm_before(x))
         return self.output(self.intermediate(self.layernorm_after(h)), h)
 
+    def attention_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
+        return self.attention.attention.probabilities(self.layernorm_before(x))
+
 
 class ViTEncoder(nn.Module):
     """num_hidden_layers ViTLayers in sequence."""
@@ -220,6 +229,17 @@ class VisionTransformer(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.forward_features(pixel_values, interpolate_pos_encoding)[:, 0]  # (B, hidden)
+
+    def attention_maps(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
+                       layer: int = -1) -> torch.Tensor:
+        """The attention probabilities of one layer (the last by default): (B, heads, N + 1, N + 1),
+        [CLS] first, computed by the layers themselves."""
+        layers = list(self.encoder.layer)
+        index = range(len(layers))[layer]  # IndexError for a layer the model does not have
+        x = self.embeddings(pixel_values, interpolate_pos_encoding)
+        for block in layers[:index]:
+            x = block(x)
+        return layers[index].attention_probabilities(x)
 
 
 class ViTForImageClassification(nn.Module):

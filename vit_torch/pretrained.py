@@ -7,21 +7,21 @@ import os
 
 import torch
 
-from vit_common.checkpoints import load_checkpoint, save_hf
-from vit_common.config import ViTConfig
+from vit_common.checkpoints import ConfigSource, load_checkpoint, save_hf
+from vit_common.config import AttentionImpl
 from vit_common.convert import to_numpy
-from vit_torch.model import AttentionImpl, ViTForImageClassification, VisionTransformer
+from vit_torch.model import VisionTransformer, ViTForImageClassification
 from vit_torch.utils import to_tensor
 
 
-def from_pretrained(path: str | os.PathLike, config: ViTConfig | str | os.PathLike | None = None, *,
+def from_pretrained(path: str | os.PathLike, config: ConfigSource = None, *,
                     dtype: torch.dtype = torch.float32, attention_impl: AttentionImpl = "eager",
                     drop_pre_logits: bool = False) -> VisionTransformer | ViTForImageClassification:
     """Load any supported checkpoint (HF directory, .safetensors / .pt / .bin in HF or timm naming,
     HF Flax .msgpack, Google .npz) into the model class it holds, in eval mode.
 
     `config` supplies what the weights cannot say (the head count, for timm and bare HF state
-    dicts): a ViTConfig, a config.json path or a preset name such as "B/16".
+    dicts): a ViTConfig, a preset name such as "B/16" (a str) or a config file (a pathlib.Path).
     """
     ckpt = load_checkpoint(path, config, drop_pre_logits=drop_pre_logits)
     cls = ViTForImageClassification if ckpt.has_head else VisionTransformer

@@ -10,16 +10,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vit_common.config import ViTConfig
+from vit_common.config import AttentionImpl, ViTConfig
 
 Dtype = Any
-AttentionImpl = Literal["eager", "sdpa"]
 
 
 class ViTModule(nn.Module):

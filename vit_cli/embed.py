@@ -5,8 +5,9 @@
 
 IMAGES are files, directories (their image files, sorted) or glob patterns, kept in the order given.
 OUT.npy holds one float32 row per readable image, in that order; OUT.json beside it lists those
-images, the ones skipped (with why) and the top-k labels. An unreadable image is reported and
-skipped, and the exit code is then 1: never a silent drop.
+images, the ones skipped (with why) and the top-k labels; the two are written as a pair, both or
+neither. An image that fails in any way (unreadable, corrupt, not a regular file) is reported and
+skipped, never losing the others, and the exit code is then 1: never a silent drop.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ import io
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from vit_cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    config_source,
+    finite_float,
+    non_negative_int,
+    normalisation,
+    positive_int,
+    run,
+)
+from vit_common.fileio import atomic_write_files, check_target
 
-EXIT_OK, EXIT_SKIPPED, EXIT_BAD_INPUT, EXIT_EXISTS = 0, 1, 2, 3
+EXIT_SKIPPED = EXIT_FAILED
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -32,21 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vit-embed", description="Embed images with a ViT checkpoint: one CLS vector per image.",
         epilog="exit codes: 0 every image embedded, 1 some images were unreadable (reported, skipped, "
-               "the rest written), 2 bad arguments or weights, 3 OUT exists (use --force)")
+               "the rest written), 2 bad arguments or weights, 3 OUT exists (use --force), "
+               "130 interrupted (nothing written)")
     p.add_argument("images", nargs="+", help="image files, directories or glob patterns")
     p.add_argument("--weights", required=True, help="any checkpoint vit-convert reads")
     p.add_argument("-o", "--output", required=True, help="OUT.npy (OUT.json is written beside it)")
-    p.add_argument("--config", help="preset or config.json for what the weights cannot say")
+    p.add_argument("--config", type=config_source,
+                   help="preset or config.json for what the weights cannot say")
     p.add_argument("--framework", choices=("flax", "torch"), default="flax")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="compute dtype (parameters stay float32)")
     p.add_argument("--attention", choices=("eager", "sdpa"), default="eager")
-    p.add_argument("--top-k", type=int, default=5, help="labels per image when the checkpoint "
+    p.add_argument("--top-k", type=non_negative_int, default=5, help="labels per image when the checkpoint "
                    "has a classifier (0: none)")
-    p.add_argument("--mean", type=float, nargs="+", help="normalisation mean (default: the "
+    p.add_argument("--mean", type=finite_float, nargs="+", help="normalisation mean (default: the "
                    "checkpoint's own, from preprocessor_config.json or its format, else ImageNet's)")
-    p.add_argument("--std", type=float, nargs="+", help="normalisation std (likewise)")
+    p.add_argument("--std", type=finite_float, nargs="+", help="normalisation std (likewise)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
@@ -57,13 +70,17 @@ def expand_images(specs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]
     paths, missing = [], []
     for spec in specs:
         if os.path.isdir(spec):
-            found = sorted(os.path.join(spec, n) for n in os.listdir(spec)
-                           if n.lower().endswith(IMAGE_SUFFIXES))
+            try:
+                names = os.listdir(spec)
+            except OSError as e:
+                missing.append((spec, f"cannot list the directory ({e.strerror or e})"))
+                continue
+            found = sorted(os.path.join(spec, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES))
             if not found:
                 missing.append((spec, "directory holds no image files"))
             paths += found
-        elif os.path.exists(spec):
-            paths.append(spec)
+        elif os.path.lexists(spec):
+            paths.append(spec)  # not necessarily a readable image: the reader says why per image
         elif glob.has_magic(spec):
             found = sorted(glob.glob(spec, recursive=True))
             if not found:
@@ -134,64 +151,62 @@ def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
         yield paths[i:i + size]
 
 
-def embed_main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("vit-embed", _main, _parser(), argv)
 
-    def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
-        print(f"vit-embed: {message}", file=sys.stderr)
-        return code
 
-    from vit_common.checkpoints import atomic_write, atomic_write_text
+def _main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from vit_common.preprocessing import preprocess_array
 
     out_npy = args.output if args.output.endswith(".npy") else args.output + ".npy"
     out_json = out_npy[:-len(".npy")] + ".json"
-    if args.batch_size < 1 or args.top_k < 0:
-        return fail("--batch-size must be >= 1 and --top-k >= 0")
+    # every argument checked before any work starts
+    normalisation(args.mean, "mean")
+    normalisation(args.std, "std", positive=True)
     for path in (out_npy, out_json):
-        if os.path.exists(path) and not args.force:
-            return fail(f"{path} exists; pass --force to replace it", EXIT_EXISTS)
+        check_target(path, overwrite=args.force, directory=False)
     paths, missing = expand_images(args.images)
-    try:
-        embedder = _Embedder(args.framework, args.weights, args.config, args.batch_size, args.dtype,
-                             args.attention)
-        mean, std, norm_source = _normalisation(embedder.config, args.mean, args.std)
-    except (FileNotFoundError, ValueError) as e:
-        return fail(str(e))
+    embedder = _Embedder(args.framework, args.weights, args.config, args.batch_size, args.dtype,
+                         args.attention)
+    mean, std, norm_source = _normalisation(embedder.config, args.mean, args.std)
     config = embedder.config
+    if len(mean) not in (1, config.num_channels) or len(std) not in (1, config.num_channels):
+        raise ValueError(f"--mean/--std need 1 or {config.num_channels} values for this model, got "
+                         f"{len(mean)} and {len(std)}")
     id2label = {int(k): v for k, v in (config.extra.get("id2label") or {}).items()}
     skipped: list[dict[str, str]] = [{"path": p, "error": why} for p, why in missing]
     done: list[str] = []
     rows: list[np.ndarray] = []
     topk: list[list[dict[str, Any]]] = []
-    t0 = time.perf_counter()
-    for batch in _batches(paths, args.batch_size):
-        pixels, ok = [], []
-        for path in batch:
-            try:
-                pixels.append(preprocess_array(path, config, mean=mean, std=std))
-                ok.append(path)
-            except (OSError, ValueError) as e:
-                skipped.append({"path": path, "error": str(e)})
-                print(f"vit-embed: skipping {path}: {e}", file=sys.stderr)
-        if ok:
-            out = embedder(np.stack(pixels))
-            rows.append(out["cls"])
-            done += ok
-            if embedder.has_head and args.top_k:
-                topk += _top_k(out["logits"], args.top_k, id2label)
-        if not args.quiet:
-            n = len(done) + len(skipped) - len(missing)
-            rate = len(done) / max(time.perf_counter() - t0, 1e-9)
-            print(f"\rvit-embed: {n}/{len(paths)} images ({rate:.1f} img/s)", end="",
-                  file=sys.stderr, flush=True)
-    if not args.quiet and paths:
-        print(file=sys.stderr)
+    with tqdm(total=len(paths), desc="vit-embed", unit="img", disable=args.quiet,
+              file=sys.stderr, leave=False) as bar:
+        for batch in _batches(paths, args.batch_size):
+            pixels, ok = [], []
+            for path in batch:
+                try:
+                    pixels.append(preprocess_array(path, config, mean=mean, std=std))
+                    ok.append(path)
+                except Exception as e:  # any failure of one image skips that image, never the run
+                    reason = str(e) or type(e).__name__
+                    skipped.append({"path": path, "error": reason})
+                    bar.write(f"vit-embed: skipping {path}: {reason}", file=sys.stderr)
+            if ok:
+                out = embedder(np.stack(pixels))
+                rows.append(out["cls"])
+                done += ok
+                if embedder.has_head and args.top_k:
+                    topk += _top_k(out["logits"], args.top_k, id2label)
+            bar.update(len(batch))
     for spec, why in missing:
         print(f"vit-embed: skipping {spec}: {why}", file=sys.stderr)
     embeddings = np.concatenate(rows) if rows else np.zeros((0, config.hidden_size), np.float32)
+    if not np.isfinite(embeddings).all():
+        print("vit-embed: warning: some embeddings are not finite (NaN or infinite weights?)",
+              file=sys.stderr)
 
-    def save(f: Any) -> None:
+    def save_npy(f: Any) -> None:
         buf = io.BytesIO()
         np.save(buf, embeddings.astype(np.float32), allow_pickle=False)
         f.write(buf.getvalue())
@@ -203,11 +218,9 @@ def embed_main(argv: Sequence[str] | None = None) -> int:
         report["top_k"] = [{"path": p, "labels": t} for p, t in zip(done, topk)]
         for p, t in zip(done, topk):
             print(p + "\t" + ", ".join(f"{e['label']} ({e['score']:.3f})" for e in t))
-    try:
-        atomic_write(out_npy, save, overwrite=args.force)
-        atomic_write_text(out_json, json.dumps(report, indent=2) + "\n", overwrite=args.force)
-    except (OSError, FileExistsError) as e:
-        return fail(f"writing {out_npy} failed: {e}")
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write_files({out_npy: save_npy, out_json: lambda f: f.write(text.encode("utf-8"))},
+                       overwrite=args.force)  # both or neither
     print(f"wrote {out_npy} {embeddings.shape} and {out_json}"
           + (f"; skipped {len(skipped)} unreadable input(s)" if skipped else ""), file=sys.stderr)
     return EXIT_SKIPPED if skipped else EXIT_OK
@@ -222,4 +235,4 @@ def _top_k(logits: np.ndarray, k: int, id2label: dict[int, str]) -> list[list[di
 
 
 if __name__ == "__main__":
-    sys.exit(embed_main())
+    sys.exit(main())

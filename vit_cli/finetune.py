@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from vit_cli.common import EXIT_OK, positive_int
+from vit_cli.common import run as run_cli
 from vit_common.config import ViTConfig
+from vit_common.fileio import atomic_write, atomic_write_text, check_target
 
 # 8x8 digits as 1-channel images, 2x2 patches: 16 tokens + [CLS]
 DIGITS_CONFIG = ViTConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
@@ -145,23 +148,28 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
 
 
 def _progress(quiet: bool) -> Any:
+    """One tqdm bar per framework, advanced with each step's loss."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
     def show(name: str, i: int, n: int, loss: float) -> None:
-        if quiet or (i % 10 and i != n):
-            return
-        bar = "#" * int(30 * i / n)
-        print(f"\r{name:5} [{bar:30}] step {i}/{n} loss {loss:.4f}", end="\n" if i == n else "",
-              file=sys.stderr, flush=True)
+        if name not in bars:
+            bars[name] = tqdm(total=n, desc=f"{name:5}", unit="step", disable=quiet, file=sys.stderr)
+        bar = bars[name]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if i == n:
+            bar.close()
 
     return show
 
 
-def plot(histories: dict[str, dict[str, Any]], path: str) -> None:
+def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vit_common.checkpoints import atomic_write
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, style in (("flax", "-"), ("torch", "--")):
@@ -174,7 +182,7 @@ def plot(histories: dict[str, dict[str, Any]], path: str) -> None:
     ax.set_title("ViT on sklearn digits: same weights, same batches, AdamW in optax and torch")
     ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=overwrite)
 
 
 def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
@@ -182,9 +190,10 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     import vit_flax
     import vit_torch
 
-    if os.path.exists(out_dir) and os.listdir(out_dir) and not force:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass --force to replace its files")
-    os.makedirs(out_dir, exist_ok=True)
+    outputs = {name: os.path.join(out_dir, name) for name in
+               ("flax", "torch", "history.json", "loss_curves.png")}
+    for name, path in outputs.items():  # before any work: nothing replaced without --force
+        check_target(path, overwrite=force, directory=name in ("flax", "torch"))
     config = DIGITS_CONFIG
     data = load_digits(seed)
     steps = list(batches(len(data[0]), RECIPE["batch_size"], epochs, seed))[:max_steps]
@@ -204,32 +213,35 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     if len(histories) == 2:
         a, b = (np.asarray(histories[n]["losses"]) for n in ("flax", "torch"))
         summary["max_abs_loss_diff_first_10_steps"] = float(np.abs(a[:10] - b[:10]).max())
-    from vit_common.checkpoints import atomic_write_text
-
-    atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(outputs["history.json"], json.dumps(summary, indent=1) + "\n", overwrite=force)
     try:
-        plot(histories, os.path.join(out_dir, "loss_curves.png"))
+        plot(histories, outputs["loss_curves.png"], overwrite=force)
     except ImportError:
         print("matplotlib not installed: no loss-curve plot (pip install matplotlib)", file=sys.stderr)
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vit-finetune", description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vit-finetune", description=__doc__.splitlines()[0],
+                                epilog="exit codes: 0 done, 2 bad arguments, 3 an output exists "
+                                       "(use --force), 130 interrupted")
     p.add_argument("-o", "--output", default="runs/digits")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--steps", type=int, help="stop after this many steps (a smoke run)")
+    p.add_argument("--epochs", type=positive_int, default=60)
+    p.add_argument("--steps", type=positive_int, help="stop after this many steps (a smoke run)")
     p.add_argument("--framework", choices=("both", "flax", "torch"), default="both")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="replace this tool's earlier outputs")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
-                      args.force)
-    except FileExistsError as e:
-        print(f"vit-finetune: {e}", file=sys.stderr)
-        return 3
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli("vit-finetune", _main, _parser(), argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
+                  args.force)
     for name in ("flax", "torch"):
         if name in summary:
             s = summary[name]
@@ -239,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loss curves, first 10 steps: max |flax - torch| = "
               f"{summary['max_abs_loss_diff_first_10_steps']:.2e}")
     print(f"wrote {args.output}/loss_curves.png, history.json, torch/ and flax/ checkpoints")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""One codec per checkpoint file format: bytes on disk <-> {name: numpy array} (or a params tree).
+
+Codecs know nothing of ViT names; `vit_common.convert` maps names and `vit_common.checkpoints`
+decides what to read and write. Every reader refuses non-regular files by type, checks sizes a file
+claims against the file's real size before allocating, and fails with one ValueError naming the file.
+
+- `safetensors_codec`: through the `safetensors` library, read lazily with `safe_open`.
+- `torch_codec`: torch.save pickles, unpickled with `weights_only=True` only (imports torch lazily:
+  the one framework import left in vit_common, for the format that belongs to torch).
+- `msgpack_codec`: flax's msgpack layout, written as a stream without jax, chunked over 1 GiB.
+- `npz_codec`: .npz archives, members memory-mapped or read within their stated sizes.
+"""
+
+import numpy as np
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def blocked_contiguous(arr: np.ndarray, block: int = 128) -> np.ndarray:
+    """`arr` in C order. A transposed matrix (what every torch <-> flax kernel is) is copied in
+    square blocks that stay in cache: about twice numpy's element-order copy."""
+    if arr.flags.c_contiguous:
+        return arr
+    if arr.ndim != 2 or not arr.flags.f_contiguous:
+        return np.ascontiguousarray(arr)
+    out = np.empty(arr.shape, arr.dtype)
+    for i in range(0, arr.shape[0], block):
+        for j in range(0, arr.shape[1], block):
+            out[i:i + block, j:j + block] = arr[i:i + block, j:j + block]
+    return out
