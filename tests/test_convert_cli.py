@@ -68,7 +68,8 @@ def test_exit_codes(timm_file, capsys) -> None:
     assert "verify: FAILED" in capsys.readouterr().out
     # 2: unreadable input, impossible target
     (timm_file.parent / "bad.safetensors").write_bytes(b"garbage!" * 4)
-    assert convert_main([str(timm_file.parent / "bad.safetensors"), "-o", str(out) + "2"]) == 2
+    assert convert_main([str(timm_file.parent / "bad.safetensors"), "-o",
+                         str(timm_file.parent / "y.safetensors")]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
     assert convert_main([str(timm_file), "-o", str(timm_file.parent / "x.npz"), "--to", "hf"]) == 2
     assert "save_pretrained directory" in capsys.readouterr().err

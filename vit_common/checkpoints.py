@@ -155,11 +155,14 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         convert.report_mismatch(weights, [], unplaced, problems)
     _check_dtypes(state, weights)
     with_head = has_classifier(state)
-    hf_config = None
+    hf_config, what = None, weights
     if fmt in ("hf", "hf-flax") and config is None and os.path.lexists(os.path.join(path, "config.json")):
         hf_config = ViTConfig.from_hf(os.path.join(path, "config.json"))
+        what = f"{weights} (with the model of {os.path.join(path, 'config.json')})"
+    elif config is not None and not isinstance(config, (ViTConfig, str)):
+        what = f"{weights} (with the model of {os.fspath(config)})"
     resolved = hf_config or _resolve_config(config, state, with_head, naming.name, known, weights)
-    check_state_dict(state, resolved, with_head, what=weights, unexpected=unplaced)
+    check_state_dict(state, resolved, with_head, what=what, unexpected=unplaced)
     bad = _non_finite(state)
     if bad:
         msg = (f"{weights}: {len(bad)} tensor(s) hold NaN or infinite values: {', '.join(bad[:8])}"
@@ -228,22 +231,26 @@ def _read_sharded(directory: str, index_path: str) -> dict[str, Any]:
     for key, shard in weight_map.items():
         expect_type(shard, str, f"{index_path}: weight_map[{key!r}]")
         if (os.path.basename(shard) != shard or shard in ("", ".", "..") or "\\" in shard
+                or "\0" in shard
                 or os.path.dirname(os.path.realpath(os.path.join(real_dir, shard))) != real_dir):
             raise ValueError(f"{index_path}: shard {shard!r} is not a file in {directory}; a shard "
                              f"index may only name files beside it")
         shards.setdefault(shard, []).append(key)
     state: dict[str, Any] = {}
     for shard, keys in sorted(shards.items()):
-        tensors = read_safetensors(os.path.join(directory, shard))
+        try:
+            tensors = read_safetensors(os.path.join(directory, shard))
+        except ValueError as e:
+            raise ValueError(f"{index_path}: shard {shard!r}: {e}") from None
         for key in keys:
             if key not in tensors:
                 raise ValueError(f"{index_path}: {key!r} is mapped to {shard}, which does not hold it")
         for key in tensors:
             if key in state:
-                raise ValueError(f"{os.path.join(directory, shard)}: {key!r} is also in another shard")
+                raise ValueError(f"{index_path}: {key!r} is in more than one shard")
             if weight_map.get(key) != shard:
-                raise ValueError(f"{os.path.join(directory, shard)}: holds {key!r}, which the index "
-                                 f"maps elsewhere")
+                raise ValueError(f"{index_path}: shard {shard} holds {key!r}, which the index maps "
+                                 f"elsewhere")
             state[key] = tensors[key]
     return state
 

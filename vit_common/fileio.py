@@ -53,8 +53,8 @@ def regular_file_size(path: str | os.PathLike, what: str = "file") -> int:
         st = os.stat(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such {what}") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot access the {what} ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ValueError(f"{path!r}: cannot access the {what} ({getattr(e, 'strerror', None) or e})") from None
     _check_regular(path, st, what)
     return st.st_size
 

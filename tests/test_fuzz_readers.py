@@ -1,0 +1,126 @@
+"""Every reader fuzzed on mutated valid files (hypothesis). The only allowed outcomes: a loaded
+checkpoint, or one ValueError that names the file. Anything else (another exception type, a
+crash, a hang) fails the test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import hostile
+from tests.hostile import CFG
+from vit_common.checkpoints import load_checkpoint
+
+# format -> (the file inside the checkpoint that gets mutated, or "" for a bare file)
+FILES = {"safetensors": "", "timm": "", "pt": "", "msgpack": "", "npz": "",
+         "hf": "model.safetensors", "hf-flax": "flax_model.msgpack"}
+JSON_FILES = ("config.json", "preprocessor_config.json", "model.safetensors.index.json")
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@cache
+def _valid(fmt: str) -> Path:
+    """One valid checkpoint per format, built once per test session."""
+    directory = Path(tempfile.mkdtemp(prefix=f"fuzz-{fmt}-"))
+    if fmt == "sharded":
+        path = hostile.sharded(directory / "ckpt")
+        (path / "preprocessor_config.json").write_text(json.dumps(
+            {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 3}))
+        return path
+    return hostile.write(fmt, directory)
+
+
+mutation = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 2**31), st.integers(1, 255)),
+    st.tuples(st.just("truncate"), st.integers(0, 2**31), st.just(0)),
+    st.tuples(st.just("insert"), st.integers(0, 2**31), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("overwrite"), st.integers(0, 2**31), st.binary(min_size=1, max_size=16)),
+)
+
+
+def _mutate(data: bytes, ops: list[tuple]) -> bytes:
+    buf = bytearray(data)
+    for op, pos, arg in ops:
+        at = pos % (len(buf) + 1)
+        if op == "flip" and buf:
+            buf[at % len(buf)] ^= arg
+        elif op == "truncate":
+            del buf[at:]
+        elif op == "insert":
+            buf[at:at] = arg
+        elif op == "overwrite":
+            buf[at:at + len(arg)] = arg
+    return bytes(buf)
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "case" / src.name
+    if dst.parent.exists():
+        shutil.rmtree(dst.parent)
+    dst.parent.mkdir()
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy(src, dst)
+    return dst
+
+
+def _load_or_value_error(path: Path, named: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-finite weights are reported as warnings
+        try:
+            load_checkpoint(path, CFG if path.is_file() else None)
+        except ValueError as e:
+            assert str(named) in str(e) or named.name in str(e), f"error does not name {named}: {e}"
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+@FUZZ
+@given(ops=st.lists(mutation, min_size=1, max_size=4))
+def test_mutated_weight_files(tmp_path, fmt: str, ops: list[tuple]) -> None:
+    path = _copy(_valid(fmt), tmp_path)
+    target = path / FILES[fmt] if FILES[fmt] else path
+    target.write_bytes(_mutate(target.read_bytes(), ops))
+    _load_or_value_error(path, target)
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12)
+
+
+@pytest.mark.parametrize("name", JSON_FILES)
+@FUZZ
+@given(key=st.text(max_size=12), value=json_value, replace_key=st.booleans())
+def test_mutated_json_documents(tmp_path, name: str, key: str, value, replace_key: bool) -> None:
+    """A field of config.json, preprocessor_config.json or the shard index set to any JSON value."""
+    path = _copy(_valid("sharded"), tmp_path)
+    doc = json.loads((path / name).read_text())
+    if name == "model.safetensors.index.json":
+        target = doc["weight_map"]
+    else:
+        target = doc
+    if replace_key and target:
+        key = sorted(target)[hash(key) % len(target)]
+    target[key] = value
+    (path / name).write_text(json.dumps(doc))
+    _load_or_value_error(path, path / name)
+
+
+@pytest.mark.parametrize("name", JSON_FILES)
+@FUZZ
+@given(ops=st.lists(mutation, min_size=1, max_size=3))
+def test_mutated_json_bytes(tmp_path, name: str, ops: list[tuple]) -> None:
+    path = _copy(_valid("sharded"), tmp_path)
+    (path / name).write_bytes(_mutate((path / name).read_bytes(), ops))
+    _load_or_value_error(path, path / name)
