@@ -1,4 +1,4 @@
-"""One full-size check: ViT-B/16 with random weights, fp32, CLS within 2e-5 (DESIGN.md)."""
+"""One full-size check: ViT-B/16 with random weights, fp32, CLS within 2e-5."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import vit_flax
 import vit_torch
-from parity_tests.twins import max_diff, pixels, perturb_torch
+from parity_tests.twins import max_diff, perturb_torch, pixels
 from vit_common.config import ViTConfig
 from vit_common.convert import flax_to_torch, torch_to_flax
 

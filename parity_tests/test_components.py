@@ -1,7 +1,7 @@
 """Every component pair on its own and the whole model: same weights, same inputs, same outputs.
 
 Parametrized over tiny configs x {float32, float64} x {torch-initialised -> flax,
-flax-initialised -> torch}. Bounds (DESIGN.md): float64 max |diff| <= 1e-12, float32 <= 1e-5.
+flax-initialised -> torch}. Bounds: float64 max |diff| <= 1e-12, float32 <= 1e-5.
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import torch
 
-from parity_tests.twins import TINY_CONFIGS, TOLERANCE, Twin, make_twin, max_diff, pixels, tokens
+from parity_tests.twins import (
+    TINY_CONFIGS,
+    TOLERANCE,
+    Twin,
+    make_twin,
+    max_diff,
+    pixels,
+    tokens,
+)
 
 DIRECTIONS = ("torch->flax", "flax->torch")
 

@@ -103,3 +103,30 @@ def test_hf_config_round_trip(tmp_path) -> None:
     back = ViTConfig.from_hf(tmp_path / "config.json")
     assert back == config
     assert np.array_equal(back.image_hw, config.image_hw)
+
+
+@pytest.mark.parametrize("layer", [0, -1])
+def test_attention_maps_are_hfs_attentions(layer: int, tmp_path) -> None:
+    """Both twins' attention probabilities, taken from the layers themselves, equal HF's
+    output_attentions (eager attention) for the same layer."""
+    config = TINY_CONFIGS["h48-3heads"]
+    torch.manual_seed(1)
+    hf_config = _hf_config(config)
+    hf_config._attn_implementation = "eager"  # the probabilities are returned by eager attention
+    hf = transformers.ViTModel(hf_config, add_pooling_layer=False).eval()
+    state = _save_hf(hf, tmp_path)
+    ours = vit_torch.VisionTransformer(config).eval()
+    ours.load_state_dict(state, strict=True)
+    x_pt, x_fx = pixels(config, "float32")
+    with torch.no_grad():
+        want = hf(pixel_values=x_pt, output_attentions=True).attentions[layer]  # (B, heads, N, N)
+        got = ours.attention_maps(x_pt, layer=layer)
+    assert got.shape == want.shape == (x_pt.shape[0], config.num_attention_heads,
+                                       config.num_patches + 1, config.num_patches + 1)
+    assert max_diff(want, got.numpy()) <= FP32
+    fx = vit_flax.VisionTransformer(config)
+    got_fx = fx.apply({"params": torch_to_flax(state, config)}, x_fx, layer=layer,
+                      method=fx.attention_maps)
+    assert max_diff(want, got_fx) <= FP32
+    with pytest.raises(IndexError):
+        ours.attention_maps(x_pt, layer=config.num_hidden_layers)

@@ -19,8 +19,9 @@ import vit_flax  # noqa: E402
 import vit_torch  # noqa: E402
 from parity_tests.twins import max_diff  # noqa: E402
 from vit_common import checkpoints  # noqa: E402
+from vit_common.checkpoints import UnsupportedCheckpoint  # noqa: E402
+from vit_common.checkpoints import npz_arrays as to_npz
 from vit_common.config import ViTConfig  # noqa: E402
-from vit_common.checkpoints import UnsupportedCheckpoint, npz_arrays as to_npz  # noqa: E402
 
 FP32 = 1e-5
 CFG = ViTConfig(hidden_size=48, num_attention_heads=3, num_hidden_layers=2, intermediate_size=96,

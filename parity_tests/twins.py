@@ -18,7 +18,7 @@ from vit_common.convert import flax_to_torch, torch_to_flax
 Direction = Literal["torch->flax", "flax->torch"]
 DTYPES = {"float32": (torch.float32, jnp.float32, np.float32),
           "float64": (torch.float64, jnp.float64, np.float64)}
-# DESIGN.md's bounds: max |diff| of any output element on the tiny configs
+# The suite's bounds: max |diff| of any output element on the tiny configs
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 # Tiny configs chosen to catch layout bugs: heads that don't divide evenly into a power of two,

@@ -15,11 +15,11 @@ import torch
 
 from vit_common import checkpoints
 from vit_common.checkpoints import load_checkpoint, save_hf, save_npz, save_state_dict
+from vit_common.config import ViTConfig
+from vit_common.convert import torch_to_flax
 from vit_common.fileio import atomic_directory
 from vit_common.formats.msgpack_codec import write_msgpack
 from vit_common.formats.safetensors_codec import read_safetensors, write_safetensors
-from vit_common.config import ViTConfig
-from vit_common.convert import torch_to_flax
 
 CFG = ViTConfig(hidden_size=12, num_attention_heads=3, num_hidden_layers=2, intermediate_size=20,
                 image_size=8, patch_size=4, num_labels=5)
@@ -279,4 +279,21 @@ def test_msgpack_reads_flax_chunked_arrays(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(serialization, "MAX_CHUNK_SIZE", 64)  # force flax to chunk every array
     tree = {"a": {"kernel": np.arange(300, dtype=np.float32).reshape(20, 15)}}
     (tmp_path / "c.msgpack").write_bytes(serialization.msgpack_serialize(tree))
+    np.testing.assert_array_equal(read_msgpack(tmp_path / "c.msgpack")["a"]["kernel"], tree["a"]["kernel"])
+
+
+def test_msgpack_writer_chunks_large_arrays_as_flax_does(tmp_path) -> None:
+    """Arrays over the chunk size go out in flax's chunked layout, which flax reads back."""
+    from flax import serialization
+
+    from vit_common.formats.msgpack_codec import read_msgpack
+
+    tree = {"a": {"kernel": np.arange(300, dtype=np.float32).reshape(20, 15),
+                  "bias": np.arange(3, dtype=np.float32)}}
+    write_msgpack(tmp_path / "c.msgpack", tree, chunk_bytes=64)
+    raw = (tmp_path / "c.msgpack").read_bytes()
+    assert b"__msgpack_chunked_array__" in raw
+    restored = serialization.msgpack_restore(raw)
+    np.testing.assert_array_equal(restored["a"]["kernel"], tree["a"]["kernel"])
+    np.testing.assert_array_equal(restored["a"]["bias"], tree["a"]["bias"])
     np.testing.assert_array_equal(read_msgpack(tmp_path / "c.msgpack")["a"]["kernel"], tree["a"]["kernel"])

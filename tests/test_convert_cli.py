@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import vit_torch
-from vit_common.checkpoints import load_checkpoint, save_state_dict
 from vit_cli.convert import main as convert_main
-from vit_common.config import ViTConfig
+from vit_common.checkpoints import load_checkpoint, save_state_dict
 from vit_common.checkpoints import timm_state as to_timm
+from vit_common.config import ViTConfig
 
 CFG = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
                 image_size=16, patch_size=8, num_labels=3, layer_norm_eps=1e-6)

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 import vit_torch
+from vit_cli.embed import expand_images
+from vit_cli.embed import main as embed_main
 from vit_common.config import ViTConfig
-from vit_cli.embed import expand_images, main as embed_main
 from vit_common.preprocessing import preprocess_array
 
 CFG = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
@@ -97,4 +98,4 @@ def test_console_script(workspace) -> None:
                           "-o", str(workspace / "s.npy"), "--dtype", "bfloat16"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "3/3 images" in out.stderr and np.load(workspace / "s.npy").shape == (3, 32)
+    assert "3/3 [" in out.stderr and np.load(workspace / "s.npy").shape == (3, 32)

@@ -39,7 +39,8 @@ def test_data_and_batches_are_deterministic() -> None:
     assert -1.0 <= x_train.min() and x_train.max() <= 1.0 and set(np.unique(y_train)) == set(range(10))
     first = list(batches(len(x_train), 64, 2, 0))
     assert [b.tolist() for b in first] == [b.tolist() for b in batches(len(x_train), 64, 2, 0)]
-    assert len(first) == 2 * (1437 // 64) and DIGITS_CONFIG.num_channels == 1
+    assert len(first) == 2 * (1437 // 64)
+    assert x_train.shape[1:] == (*DIGITS_CONFIG.image_hw, DIGITS_CONFIG.num_channels)
 
 
 @pytest.mark.slow
@@ -47,4 +48,3 @@ def test_full_run_learns(tmp_path) -> None:
     summary = run(str(tmp_path / "full"), epochs=60, framework="both", max_steps=None, seed=0, quiet=True)
     for name in ("flax", "torch"):
         assert summary[name]["test_accuracy"] >= 0.95, (name, summary[name]["test_accuracy"])
-        assert summary[name]["seconds"] < 300

@@ -1,4 +1,4 @@
-"""preprocess_image: the SEED's resize -> ToTensor -> Normalize -> batch, in both frameworks."""
+"""preprocess_image: the classic resize -> ToTensor -> Normalize -> batch, in both frameworks."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _random_image(h: int = 37, w: int = 53, seed: int = 0) -> np.ndarray:
 
 
 def _torchvision(pil: Image.Image, size: tuple[int, int], mean, std) -> torch.Tensor:
-    """The SEED's pipeline spelled with torchvision: an independent oracle."""
+    """The classic pipeline spelled with torchvision: an independent oracle."""
     pipeline = transforms.Compose([
         transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR),
         transforms.ToTensor(),
@@ -98,7 +98,7 @@ def test_bad_inputs(tmp_path) -> None:
         preprocess_array(broken)
     with pytest.raises(TypeError, match="got list"):  # one image; lists go to preprocess_image
         preprocess_array([[0, 1]])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="mean needs 3 values"):
+    with pytest.raises(ValueError, match="mean must be 1 or 3 finite numbers, got .0.5, 0.5."):
         preprocess_array(_random_image(), mean=(0.5, 0.5))
     with pytest.raises(ValueError, match="std must be positive"):
         preprocess_array(_random_image(), std=(0.5, 0.0, 0.5))

@@ -13,7 +13,12 @@ from PIL import Image
 import vit_flax
 import vit_torch
 from vit_common.config import ViTConfig
-from vit_common.preprocessing import MAX_PIXELS, NORMALISATIONS, load_image, preprocess_array
+from vit_common.preprocessing import (
+    MAX_PIXELS,
+    NORMALISATIONS,
+    load_image,
+    preprocess_array,
+)
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 transformers = pytest.importorskip("transformers")

@@ -14,7 +14,7 @@ import numpy as np
 from vit_cli.common import EXIT_CODES_HELP, positive_int, run
 from vit_common.config import MODEL_PRESETS, ViTConfig
 
-# fp32 agreement the parity suite holds B/16-size models to (DESIGN.md, "Tests")
+# fp32 agreement the parity suite holds B/16-size models to (parity_tests/test_b16.py)
 DEMO_TOLERANCE = 2e-5
 
 

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from vit_common.config import ViTConfig
 
-# torchvision / timm's ImageNet statistics, the SEED's "typical for models pre-trained on ImageNet".
+# torchvision / timm's ImageNet statistics, the statistics "typical for models pre-trained on ImageNet".
 IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # HF ViTImageProcessor's defaults ("IMAGENET_STANDARD"), used by Google's ViT checkpoints.
