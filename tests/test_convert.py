@@ -135,3 +135,28 @@ def test_infer_config() -> None:
         infer_config(_torch_state())  # the 2 x 3 grid of TINY cannot be read from 6 tokens
     with pytest.raises(ValueError, match="embeddings.patch_embeddings.projection.weight"):
         infer_config({"foo": np.zeros(1)})
+
+
+def test_readme_shows_every_naming_table() -> None:
+    """The README's naming table is the one the code applies (regenerate it from naming_table())."""
+    from pathlib import Path
+
+    from vit_common.convert import NAMINGS, naming_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("<!-- naming-table -->\n", 1)[1].split("\n<!-- /naming-table -->", 1)[0]
+    assert shown == naming_table()
+    assert all(f" {name} |" in shown.splitlines()[0] for name in NAMINGS)
+
+
+@pytest.mark.parametrize("name", ["hf", "transformers-5", "timm", "flax", "npz"])
+@pytest.mark.parametrize("head", [True, False])
+def test_every_naming_round_trips_exactly(name: str, head: bool) -> None:
+    from vit_common.convert import NAMINGS, from_naming, to_naming
+
+    state = _torch_state(head=head)
+    theirs = {k: make() for k, make in to_naming(NAMINGS[name], state, TINY)}
+    back, unplaced, problems = from_naming(NAMINGS[name], theirs)
+    assert not unplaced and not problems and set(back) == set(state)
+    for k in state:
+        assert back[k].shape == state[k].shape and np.array_equal(back[k], state[k]), k

@@ -566,3 +566,23 @@ def check_state_dict(state_dict: Mapping[str, Any], config: ViTConfig, with_head
                              f"{tuple(np.shape(state_dict[e.torch_key]))}")
     extra = sorted(list(unexpected or []) + [k for k in state_dict if k not in seen])
     report_mismatch(what, missing, extra, misshapen)
+
+
+def naming_table() -> str:
+    """Every naming's table as one markdown table (the README shows it; a test keeps it current):
+    a row per canonical module, a column per naming, each cell their module path and kind."""
+    namings = list(NAMINGS.values())
+    paths = [r.path for r in TABLE] + [HEAD.path]
+    cells: dict[tuple[str, str], str] = {}
+    for n in namings:
+        for r in n.backbone + n.head:
+            for p in r.parts:
+                stacked = f" (stacks {len(r.parts)})" if len(r.parts) > 1 else ""
+                prefix = n.backbone_prefix if r in n.backbone and n.backbone_prefix else ""
+                shown = f"[{prefix}]" if prefix else ""
+                cells[(p, n.name)] = f"`{shown}{r.theirs}` {r.kind}{stacked}"
+    lines = ["| canonical (torch) module | " + " | ".join(n.name for n in namings) + " |",
+             "|---|" + "---|" * len(namings)]
+    for p in paths:
+        lines.append(f"| `{p}` | " + " | ".join(cells.get((p, n.name), "—") for n in namings) + " |")
+    return "\n".join(lines)

@@ -137,10 +137,6 @@ def _short(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # writing
 
-_LIVE_TEMPS: set[str] = set()  # temporary outputs of writes in progress, removed on signals
-_LOCK = threading.Lock()
-
-
 @contextlib.contextmanager
 def _signals_unwind() -> Iterator[None]:
     """While writing in the main thread, SIGTERM raises `Terminated` (SIGINT already raises
@@ -256,6 +252,14 @@ def _remove_dirs(created: list[str]) -> None:
             os.rmdir(d)  # only if still empty
 
 
+def _temp_beside(path: str) -> str:
+    """An empty temporary file beside `path` (hidden, same filesystem: renamed into place later)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(path))
+    os.close(fd)
+    return tmp
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
                  overwrite: bool = False) -> None:
     """Write `path` through `write(file)`: all of it or, on any error or signal, nothing."""
@@ -276,11 +280,7 @@ def atomic_write_path(path: str | os.PathLike, write: Callable[[str], None], *,
     _refuse_existing(path, overwrite, want_dir=False)
     with _signals_unwind():
         created = _make_parents(os.path.dirname(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=os.path.dirname(path))
-        os.close(fd)
-        with _LOCK:
-            _LIVE_TEMPS.add(tmp)
+        tmp = _temp_beside(path)
         try:
             write(tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
@@ -294,9 +294,6 @@ def atomic_write_path(path: str | os.PathLike, write: Callable[[str], None], *,
                 os.unlink(tmp)
             _remove_dirs(created)
             raise
-        finally:
-            with _LOCK:
-                _LIVE_TEMPS.discard(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> None:
@@ -315,8 +312,6 @@ def atomic_directory(path: str | os.PathLike, fill: Callable[[str], None], *,
         parent = os.path.dirname(path)
         created = _make_parents(parent)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-        with _LOCK:
-            _LIVE_TEMPS.add(tmp)
         old = None
         try:
             fill(tmp)
@@ -333,9 +328,6 @@ def atomic_directory(path: str | os.PathLike, fill: Callable[[str], None], *,
                 os.rename(old, path)  # put the previous output back
             _remove_dirs(created)
             raise
-        finally:
-            with _LOCK:
-                _LIVE_TEMPS.discard(tmp)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -361,12 +353,7 @@ def atomic_write_files(files: dict[str, Callable[[IO[bytes]], None]], *, overwri
         try:
             for p, write in paths.items():
                 created += _make_parents(os.path.dirname(p))
-                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp",
-                                           dir=os.path.dirname(p))
-                os.close(fd)
-                temps[p] = tmp
-                with _LOCK:
-                    _LIVE_TEMPS.add(tmp)
+                temps[p] = tmp = _temp_beside(p)
                 _write_via_file(tmp, write)
                 os.chmod(tmp, 0o666 & ~_umask())
             for p in paths:
@@ -389,9 +376,6 @@ def atomic_write_files(files: dict[str, Callable[[IO[bytes]], None]], *, overwri
                     os.unlink(tmp)
             _remove_dirs(created)
             raise
-        finally:
-            with _LOCK:
-                _LIVE_TEMPS.difference_update(temps.values())
     for backup in backups.values():
         with contextlib.suppress(OSError):
             os.unlink(backup)
