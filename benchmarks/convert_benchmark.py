@@ -105,7 +105,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="L/16")
     p.add_argument("--targets", default="timm,npz,flax,hf")
-    p.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
+    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is kept")
     args = p.parse_args()
     config = ViTConfig.from_preset(args.preset, num_labels=1000)
     work = tempfile.mkdtemp(prefix="vit-convert-bench-")
@@ -115,40 +115,41 @@ def main() -> None:
         print(f"{args.preset} checkpoint: {size / 2**30:.2f} GiB fp32 safetensors, "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
 
-        def best(code: str, argv: list[str], dst: str) -> tuple[float, int]:
-            runs = []
-            for _ in range(args.repeat):
-                runs.append(measure(code, argv))
-                shutil.rmtree(dst, ignore_errors=True) if os.path.isdir(dst) else (
-                    os.path.exists(dst) and os.unlink(dst))
-            return min(r[0] for r in runs), min(r[1] for r in runs)
+        def remove(dst: str) -> None:
+            if os.path.isdir(dst):
+                shutil.rmtree(dst)
+            elif os.path.exists(dst):
+                os.unlink(dst)
 
-        base_dst = os.path.join(work, "plain.safetensors")
-        base_t, base_rss = best(BASELINE, [src, base_dst], base_dst)
-        rows = [("plain safetensors load + save", base_t, base_rss)]
+        # (row, code, argv, output to remove afterwards); reading rows need the npz written first
         dsts = {"timm": "out.safetensors", "npz": "out.npz", "flax": "out.msgpack", "hf": "out_hf"}
+        base_dst = os.path.join(work, "plain.safetensors")
+        jobs = [("plain safetensors load + save", BASELINE, [src, base_dst], base_dst)]
+        npz_in = os.path.join(work, "in.npz")
         for target in args.targets.split(","):
             dst = os.path.join(work, dsts[target])
-            argv = ["vit_cli.convert", src, "-o", dst, "--to", target,
-                    "--config", args.preset, "--quiet"]
-            t, rss = best("-m", argv, dst)
-            rows.append((f"vit-convert --to {target}", t, rss))
+            argv = ["vit_cli.convert", src, "-o", dst, "--to", target, "--config", args.preset, "--quiet"]
+            jobs.append((f"vit-convert --to {target}", "-m", argv, dst))
             library = {"flax": ("flax.serialization.to_bytes", LIB_FLAX),
                        "npz": ("numpy.savez", LIB_NPZ)}.get(target)
             if library:
-                t, rss = best(library[1], [src, dst, args.preset], dst)
-                rows.append((f"  same via {library[0]}", t, rss))
-            if target == "npz":  # reading it back: numpy.load vs the checked, memory-mapped reader
-                measure("-m", argv)
-                for name, code in (("  read all via numpy.load", READ_NUMPY),
-                                   ("  read all via npz_codec", READ_OURS)):
-                    t, rss = min(measure(code, [dst]) for _ in range(args.repeat))
-                    rows.append((name, t, rss))
-                os.unlink(dst)
-        print(f"\n| {'run':32} | wall s | x plain | peak RSS GiB | x file size |")
-        print(f"|{'-' * 34}|--------|---------|--------------|-------------|")
+                jobs.append((f"  same via {library[0]}", library[1], [src, dst, args.preset], dst))
+            if target == "npz":  # reading back: numpy.load vs the checked, memory-mapped reader
+                measure("-m", ["vit_cli.convert", src, "-o", npz_in, "--config", args.preset, "--quiet"])
+                jobs += [("  read all via numpy.load", READ_NUMPY, [npz_in], ""),
+                         ("  read all via npz_codec", READ_OURS, [npz_in], "")]
+        # round robin, best of --repeat: drift on a shared machine hits every row alike
+        results: dict[str, list[tuple[float, int]]] = {name: [] for name, *_ in jobs}
+        for _ in range(args.repeat):
+            for name, code, argv, dst in jobs:
+                results[name].append(measure(code, argv))
+                remove(dst)
+        rows = [(name, min(t for t, _ in r), min(m for _, m in r)) for name, r in results.items()]
+        base_t = rows[0][1]
+        print(f"\n| {'run':38} | wall s | x plain | peak RSS GiB | x file size |")
+        print(f"|{'-' * 40}|--------|---------|--------------|-------------|")
         for name, t, rss in rows:
-            print(f"| {name:32} | {t:6.2f} | {t / base_t:7.2f} | {rss / 2**30:12.2f} | "
+            print(f"| {name:38} | {t:6.2f} | {t / base_t:7.2f} | {rss / 2**30:12.2f} | "
                   f"{rss / size:11.2f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)

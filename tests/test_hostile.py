@@ -538,3 +538,24 @@ def test_non_square_crop_pct_matches_timm(tmp_path) -> None:
     theirs = tf(img).numpy().transpose(1, 2, 0)
     assert ours.shape == theirs.shape == (96, 128, 3)
     assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_torch_tensors_numpy_cannot_hold_are_refused(tmp_path) -> None:
+    import torch
+
+    s = {k: torch.from_numpy(v) for k, v in hostile.state().items()}
+    s["vit.layernorm.weight"] = s["vit.layernorm.weight"].to_sparse()
+    torch.save(s, tmp_path / "sparse.pt")
+    with pytest.raises(ValueError, match="(?s)sparse.pt.*vit.layernorm.weight is not a plain dense tensor"):
+        load_checkpoint(tmp_path / "sparse.pt", CFG)
+
+
+def test_big_endian_npz_loads_in_native_order(tmp_path) -> None:
+    import vit_torch
+
+    arrays = checkpoints.npz_arrays(hostile.state(), CFG)
+    np.savez(tmp_path / "be.npz", **{k: v.astype(v.dtype.newbyteorder(">")) for k, v in arrays.items()})
+    ckpt = load_checkpoint(tmp_path / "be.npz")
+    assert all(v.dtype.isnative for v in ckpt.state.values())
+    model = vit_torch.from_pretrained(tmp_path / "be.npz")  # torch takes native order only
+    assert model.config.hidden_size == CFG.hidden_size

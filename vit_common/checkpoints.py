@@ -154,6 +154,8 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     if problems:  # misshapen tensors: reported before anything reads a size from them
         convert.report_mismatch(weights, [], unplaced, problems)
     _check_dtypes(state, weights)
+    # big-endian arrays (an npz may hold them) in native order: torch refuses the others
+    state = {k: v if v.dtype.isnative else v.astype(v.dtype.newbyteorder("=")) for k, v in state.items()}
     with_head = has_classifier(state)
     hf_config, what = None, weights
     if fmt in ("hf", "hf-flax") and config is None and os.path.lexists(os.path.join(path, "config.json")):

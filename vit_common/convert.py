@@ -325,7 +325,14 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
                 continue
             placed = True
             i = int(m.group(1)) if m.groups() else 0
-            arr = to_numpy(value)
+            try:
+                arr = to_numpy(value)
+            except Exception as e:  # sparse, quantized, float8 or otherwise unmappable tensors
+                problems.append(f"{key} is not a plain dense tensor ({type(e).__name__}: {e})")
+                break
+            if arr.dtype.hasobject:
+                problems.append(f"{key} holds Python objects, not numbers")
+                break
             if leaf.rank is not None and arr.ndim != leaf.rank:
                 problems.append(f"{key} expected rank {leaf.rank} got shape {tuple(arr.shape)}")
                 break
