@@ -3,7 +3,7 @@ fp32), against a plain safetensors load + save of the same file, in the same run
 
     .venv/bin/python benchmarks/convert_benchmark.py [--preset L/16] [--targets timm,npz,flax,hf]
 
-Each measurement is a fresh subprocess (its own peak RSS, from getrusage). Goals: time <= 2x the
+Each measurement is a fresh subprocess (its own peak RSS, VmHWM from /proc/self/status). Goals: time <= 2x the
 plain load + save, peak RSS <= 2.5x the file size. Rows more compare the libraries themselves
 where vit_common.formats has code of its own: the same conversion written by
 flax.serialization.to_bytes (.msgpack, against our streaming writer) and numpy.savez (which the npz
@@ -77,7 +77,14 @@ try:
 except SystemExit as e:
     if e.code not in (None, 0):
         raise
-print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+# VmHWM: this process's own peak. (getrusage's ru_maxrss starts from the parent's peak at fork
+# on Linux, so it would report the benchmark's own memory for every row.)
+try:
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("PEAK_RSS_KB", peak, file=sys.stderr)
 """
 
 

@@ -120,9 +120,10 @@ def test_shard_holding_keys_the_index_does_not_map_is_refused(tmp_path) -> None:
 # --- 3. memory bombs ----------------------------------------------------------------------------
 
 def _peak_rss_mib(code: str) -> float:
+    # VmHWM, the child's own peak (getrusage's ru_maxrss would start from this test process's peak)
     script = textwrap.dedent(code) + textwrap.dedent("""
-        import resource
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        with open("/proc/self/status") as status:
+            print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

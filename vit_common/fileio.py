@@ -172,17 +172,10 @@ _libc: Any = None
 def _rename_noreplace(src: str, dst: str) -> None:
     """rename(2) that fails with FileExistsError instead of replacing `dst`, atomically where the
     kernel offers renameat2(RENAME_NOREPLACE) (Linux); elsewhere a hard link for files."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.renameat2  # noqa: B018  (raises AttributeError where missing)
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
+    renameat2 = _libc_function("renameat2")
+    if renameat2 is not None:
         at_fdcwd = -100
-        if _libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
-                           _RENAME_NOREPLACE) == 0:
+        if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
         if err == errno.EEXIST:
@@ -267,10 +260,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
 
 
 def _write_via_file(tmp: str, write: Callable[[IO[bytes]], None]) -> None:
-    with open(tmp, "wb") as f:
+    with open(tmp, "wb") as f, _early_writeback(f.fileno()):
         write(f)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _early_writeback(fd: int, every: float = 0.25) -> Iterator[None]:
+    """While a large file is being written, ask the kernel (Linux sync_file_range) every `every`
+    seconds to start writing back what is already dirty, so that the final fsync finds little left:
+    the disk works while the writer computes the next tensor."""
+    libc = _libc_function("sync_file_range")
+    if libc is None:
+        yield
+        return
+    done = threading.Event()
+
+    def kick() -> None:
+        while not done.wait(every):
+            libc(fd, ctypes.c_int64(0), ctypes.c_int64(0), 2)  # SYNC_FILE_RANGE_WRITE: asynchronous
+
+    thread = threading.Thread(target=kick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _libc_function(name: str) -> Any:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    return getattr(_libc, name, None) if _libc else None
 
 
 def atomic_write_path(path: str | os.PathLike, write: Callable[[str], None], *,

@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 from vit_common.fileio import atomic_write, read_bytes, regular_file_size
-from vit_common.formats import blocked_contiguous
+from vit_common.formats import blocked_contiguous, write_c_order
 
 _NDARRAY = 1
 _CHUNKED = "__msgpack_chunked_array__"
@@ -122,7 +122,7 @@ def write_msgpack(path: str | os.PathLike, params: Mapping[str, Any], *, overwri
         inner = (packer.pack_array_header(3) + packer.pack(list(arr.shape)) +
                  packer.pack(arr.dtype.name) + b"\xc6" + arr.nbytes.to_bytes(4, "big"))  # bin 32
         f.write(b"\xc9" + (len(inner) + arr.nbytes).to_bytes(4, "big") + bytes([_NDARRAY]) + inner)
-        f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+        write_c_order(f, arr)
 
     def emit(f: IO[bytes], node: Any) -> None:
         if isinstance(node, Mapping):
@@ -131,8 +131,9 @@ def write_msgpack(path: str | os.PathLike, params: Mapping[str, Any], *, overwri
                 f.write(packer.pack(str(key)))
                 emit(f, value)
             return
-        arr = blocked_contiguous(np.asarray(node))
+        arr = np.asarray(node)
         if arr.nbytes > chunk_bytes:  # flax's chunked layout
+            arr = blocked_contiguous(arr)
             per_chunk = max(1, chunk_bytes // arr.dtype.itemsize)
             flat = arr.reshape(-1)
             starts = range(0, flat.size, per_chunk)
