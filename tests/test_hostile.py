@@ -560,3 +560,23 @@ def test_big_endian_npz_loads_in_native_order(tmp_path) -> None:
     assert all(v.dtype.isnative for v in ckpt.state.values())
     model = vit_torch.from_pretrained(tmp_path / "be.npz")  # torch takes native order only
     assert model.config.hidden_size == CFG.hidden_size
+
+
+def test_absurd_crop_pct_is_refused() -> None:
+    for crop in (5e-324, 0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="crop_pct"):
+            preprocess_array(np.zeros((4, 4, 3), np.uint8), crop_pct=crop, image_size=8)
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("vit_cli.demo", ["/dev/zero", "--preset", "Ti/16"]),
+    ("vit_cli.demo", ["--batch-size", "100000000"]),
+    ("vit_cli.demo", ["missing.png", "--preset", "Ti/16"]),
+    ("vit_cli.embed", ["x.png", "--weights", "w.safetensors", "-o", "o.npy", "--batch-size", "999999999"]),
+])
+def test_tools_refuse_before_work_without_traceback(tmp_path, tool: str, args: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", tool, *args], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.strip()
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,7 @@ EXIT_CODES_HELP = ("exit codes: 0 done, 1 the job found a problem (see the tool)
                    "or an unreadable, unsupported or mismatched input, 3 an output exists (use "
                    "--force), 130 interrupted")
 MAX_IMAGE_SIDE = 8192  # --image-size; the config's patch limit applies as well
+MAX_BATCH = 1024  # --batch-size: memory for a batch is allocated before the first image is read
 
 
 def run(prog: str, main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
@@ -70,6 +71,13 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 
 positive_int = _int_at_least(1, "a positive integer")
+
+
+def batch_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"a batch is at most {MAX_BATCH} images, got {value}")
+    return value
 non_negative_int = _int_at_least(0, "an integer >= 0")
 
 

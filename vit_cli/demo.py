@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vit_cli.common import EXIT_CODES_HELP, positive_int, run
+from vit_cli.common import EXIT_CODES_HELP, batch_size, positive_int, run
 from vit_common.config import MODEL_PRESETS, ViTConfig
 
 # fp32 agreement the parity suite holds B/16-size models to (parity_tests/test_b16.py)
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", help="image file (default: a generated test picture)")
     p.add_argument("--preset", default="B/16", help=f"model size, one of {', '.join(MODEL_PRESETS)} "
                                                     "(default B/16)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="batch for the throughput runs (8)")
+    p.add_argument("--batch-size", type=batch_size, default=8, help="batch for the throughput runs (8)")
     p.add_argument("--iters", type=positive_int, default=3, help="timed batches per framework (3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
     return p
@@ -63,6 +63,13 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
         f"{config.image_hw[0]}x{config.image_hw[1]} ({gh}x{gw} patches), hidden_act "
         f"{config.hidden_act}, eps {config.layer_norm_eps:g}")
 
+    source = image if image is not None else demo_image()
+    x_pt = vit_torch.preprocess_image(source, config)  # (1, C, H, W)
+    x_fx = vit_flax.preprocess_image(source, config)  # (1, H, W, C)
+    pixel_diff = float(np.abs(x_pt.numpy().transpose(0, 2, 3, 1) - np.asarray(x_fx)).max())
+    out(f"image: {image or 'generated test picture'} -> torch {tuple(x_pt.shape)}, flax "
+        f"{tuple(x_fx.shape)}, max |diff| of the preprocessed pixels {pixel_diff:.1e}")
+
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     pt = vit_torch.VisionTransformer(config).eval()
@@ -71,13 +78,6 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
     n_params = sum(p.numel() for p in pt.parameters())
     out(f"built in PyTorch ({n_params:,} parameters, seed {seed}) and converted to Flax in "
         f"{time.perf_counter() - t0:.1f} s")
-
-    source = image if image is not None else demo_image()
-    x_pt = vit_torch.preprocess_image(source, config)  # (1, C, H, W)
-    x_fx = vit_flax.preprocess_image(source, config)  # (1, H, W, C)
-    pixel_diff = float(np.abs(x_pt.numpy().transpose(0, 2, 3, 1) - np.asarray(x_fx)).max())
-    out(f"image: {image or 'generated test picture'} -> torch {tuple(x_pt.shape)}, flax "
-        f"{tuple(x_fx.shape)}, max |diff| of the preprocessed pixels {pixel_diff:.1e}")
 
     # Walk the component pipeline in both frameworks, comparing after every stage.
     bound = fx.bind({"params": params})

@@ -26,11 +26,11 @@ import numpy as np
 from vit_cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    batch_size,
     config_source,
     finite_float,
     non_negative_int,
     normalisation,
-    positive_int,
     run,
 )
 from vit_common.fileio import atomic_write_files, check_target
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=config_source,
                    help="preset or config.json for what the weights cannot say")
     p.add_argument("--framework", choices=("flax", "torch"), default="flax")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=batch_size, default=32, help="images per batch (1..1024)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="compute dtype (parameters stay float32)")
     p.add_argument("--attention", choices=("eager", "sdpa"), default="eager")

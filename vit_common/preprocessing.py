@@ -39,6 +39,7 @@ MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMA
 # need 256 x 25,600,000) the crop is resampled straight from its region of the source instead:
 # the same filter at the same scale, memory bounded by the output
 MAX_RESIZE_PIXELS = 16 * 2**20
+MIN_CROP_PCT = 0.05  # timm and HF use 0.875-1.0; a tiny one would ask for an astronomically large resize
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 Resample = Literal["bilinear", "bicubic"]
@@ -59,8 +60,9 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {tuple(_RESAMPLE)}, got {self.resample!r}")
-        if self.crop_pct is not None and not (_is_number(self.crop_pct) and 0 < self.crop_pct <= 1):
-            raise ValueError(f"crop_pct must be a number in (0, 1], got {self.crop_pct!r}")
+        if self.crop_pct is not None and not (_is_number(self.crop_pct)
+                                              and MIN_CROP_PCT <= self.crop_pct <= 1):
+            raise ValueError(f"crop_pct must be a number in [{MIN_CROP_PCT}, 1], got {self.crop_pct!r}")
         for name in ("mean", "std"):
             values = getattr(self, name)
             if (not isinstance(values, (tuple, list)) or len(values) not in (1, 3)
