@@ -124,3 +124,68 @@ def test_mutated_json_bytes(tmp_path, name: str, ops: list[tuple]) -> None:
     path = _copy(_valid("sharded"), tmp_path)
     (path / name).write_bytes(_mutate((path / name).read_bytes(), ops))
     _load_or_value_error(path, path / name)
+
+
+@cache
+def _valid_image(fmt: str) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+@FUZZ
+@given(ops=st.lists(mutation, min_size=1, max_size=4))
+def test_mutated_images(tmp_path, fmt: str, ops: list[tuple]) -> None:
+    """The image reader (vit-embed, vit-demo, preprocess_image): an array or a ValueError naming
+    the file, whatever the bytes."""
+    from vit_common.preprocessing import preprocess_array
+
+    path = tmp_path / f"img.{fmt.lower()}"
+    path.write_bytes(_mutate(_valid_image(fmt), ops))
+    try:
+        x = preprocess_array(str(path), image_size=16)
+    except ValueError as e:
+        assert str(path) in str(e), f"error does not name {path}: {e}"
+    else:
+        assert x.shape == (16, 16, 3) and x.dtype.name == "float32"
+
+
+npy_claim = st.fixed_dictionaries({
+    "descr": st.sampled_from(["<f4", "<f8", ">f4", "<i4", "|b1", "<f2", "|V2", "|O", "<c8"]),
+    "fortran_order": st.booleans(),
+    "shape": st.lists(st.integers(0, 2**40), max_size=4).map(tuple)})
+
+
+@FUZZ
+@given(claim=npy_claim, member=st.sampled_from(["embedding/kernel", "cls", "Transformer/encoder_norm/scale"]),
+       compressed=st.booleans())
+def test_npz_members_whose_headers_claim_anything(tmp_path, claim: dict, member: str,
+                                                  compressed: bool) -> None:
+    """A valid npz with one member's .npy header replaced by an arbitrary claim."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    src = _valid("npz")
+    path = tmp_path / "claim.npz"
+    header = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(header, claim)
+    except ValueError:
+        return  # numpy cannot even write such a header
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(
+            path, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == member + ".npy":
+                data = header.getvalue() + data[128:]
+            zout.writestr(info.filename, data)
+    _load_or_value_error(path, path)
