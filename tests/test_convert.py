@@ -64,7 +64,7 @@ def test_round_trip_is_bit_exact(dtype: torch.dtype) -> None:
     back = flax_to_torch(torch_to_flax(state))
     assert set(back) == set(state)
     for k, v in state.items():
-        t = vit_torch.utils.to_tensor(back[k])
+        t = vit_torch.utils.to_torch(back[k])
         assert t.dtype == dtype and torch.equal(t, v), k
 
 

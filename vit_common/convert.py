@@ -202,15 +202,15 @@ FLAX = Naming("flax", _identity(sep="/"), (Rename("classifier", "classifier", "l
               sep="/", backbone_prefix="vit/", markers=("embeddings/patch_embeddings/projection/kernel",))
 # transformers 5 renamed ViT's modules in memory; save_pretrained still writes the classic names,
 # but torch.save(model.state_dict()) records these
-_HF5_LAYER = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
+_TRANSFORMERS5_LAYER = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
               "attention.attention.value": "attention.v_proj", "attention.output.dense": "attention.o_proj",
               "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
-def _hf5_path(path: str) -> str:
+def _transformers5_path(path: str) -> str:
     m = re.fullmatch(r"encoder\.layer\.\{i\}\.(.+)", path)
-    return "layers.{i}." + _HF5_LAYER.get(m.group(1), m.group(1)) if m else path
+    return "layers.{i}." + _TRANSFORMERS5_LAYER.get(m.group(1), m.group(1)) if m else path
 
 
-HF5 = Naming("transformers-5", tuple(Rename(r.ours, _hf5_path(r.theirs), r.kind) for r in HF.backbone),
+TRANSFORMERS5 = Naming("transformers-5", tuple(Rename(r.ours, _transformers5_path(r.theirs), r.kind) for r in HF.backbone),
              HF.head, backbone_prefix="vit.", markers=("layers.0.attention.q_proj.weight",))
 TIMM = Naming("timm", (
     Rename("embeddings.cls_token", "cls_token", "param"),
@@ -256,7 +256,7 @@ BIG_VISION = Naming("big_vision", _google("MultiHeadDotProductAttention_0", "Lay
                                                  "pos_no_cls")),
                     (Rename("classifier", "head", "linear"),), sep="/",
                     markers=("embedding/kernel", "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"))
-NAMINGS: dict[str, Naming] = {n.name: n for n in (HF, HF5, TIMM, FLAX, NPZ, BIG_VISION)}
+NAMINGS: dict[str, Naming] = {n.name: n for n in (HF, TRANSFORMERS5, TIMM, FLAX, NPZ, BIG_VISION)}
 
 
 def _their_key(module: str, leaf: Leaf, sep: str) -> str:

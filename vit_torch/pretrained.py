@@ -10,8 +10,8 @@ import torch
 from vit_common.checkpoints import ConfigSource, load_checkpoint, save_hf
 from vit_common.config import AttentionImpl
 from vit_common.convert import to_numpy
+from vit_common.formats.torch_codec import to_torch
 from vit_torch.model import VisionTransformer, ViTForImageClassification
-from vit_torch.utils import to_tensor
 
 
 def from_pretrained(path: str | os.PathLike, config: ConfigSource = None, *,
@@ -27,7 +27,7 @@ def from_pretrained(path: str | os.PathLike, config: ConfigSource = None, *,
     cls = ViTForImageClassification if ckpt.has_head else VisionTransformer
     with torch.device("meta"):  # no random init of weights about to be replaced
         model = cls(ckpt.config, attention_impl)
-    model.load_state_dict({k: to_tensor(v) for k, v in ckpt.state.items()}, strict=True, assign=True)
+    model.load_state_dict({k: to_torch(v) for k, v in ckpt.state.items()}, strict=True, assign=True)
     return model.to(dtype).eval()
 
 
