@@ -30,12 +30,64 @@ def _photo(name: str) -> np.ndarray:
     return sklearn_datasets.load_sample_image(name)
 
 
+def _source_constants(preset: str) -> dict[str, tuple[float, ...]]:
+    """A normalisation preset's mean and std as the source libraries themselves define them (never
+    from our own tables): HF transformers' image_utils and timm's data constants."""
+    from transformers import image_utils
+
+    timm_data = pytest.importorskip("timm.data")
+    if preset == "imagenet":
+        hf = (image_utils.IMAGENET_DEFAULT_MEAN, image_utils.IMAGENET_DEFAULT_STD)
+        timm = (timm_data.IMAGENET_DEFAULT_MEAN, timm_data.IMAGENET_DEFAULT_STD)
+    elif preset == "inception":
+        hf = (image_utils.IMAGENET_STANDARD_MEAN, image_utils.IMAGENET_STANDARD_STD)
+        timm = (timm_data.IMAGENET_INCEPTION_MEAN, timm_data.IMAGENET_INCEPTION_STD)
+    else:
+        raise ValueError(preset)
+    assert tuple(hf[0]) == tuple(timm[0]) and tuple(hf[1]) == tuple(timm[1])  # the two agree
+    return {"mean": tuple(hf[0]), "std": tuple(hf[1])}
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "inception"])
+def test_presets_are_the_source_libraries_constants(preset: str) -> None:
+    want = _source_constants(preset)
+    assert NORMALISATIONS[preset].mean == want["mean"] and NORMALISATIONS[preset].std == want["std"]
+
+
+def test_defaults_are_hf_vit_image_processors() -> None:
+    """What a checkpoint that says nothing gets: HF ViTImageProcessor's size and resampling (no
+    crop); an HF preprocessor_config.json with no keys reads as HF's processor defaults."""
+    from vit_common.preprocessing import Preprocessing, preprocessing_for
+
+    hf = transformers.ViTImageProcessorPil()
+    assert hf.size == {"height": 224, "width": 224} and ViTConfig().image_hw == (224, 224)
+    assert int(hf.resample) == {"bilinear": 2, "bicubic": 3}[preprocessing_for(None).resample]
+    assert preprocessing_for(None).crop_pct is None and not getattr(hf, "do_center_crop", False)
+    empty = Preprocessing.from_hf({})
+    assert (empty.mean, empty.std) == (tuple(hf.image_mean), tuple(hf.image_std))
+    assert int(hf.resample) == {"bilinear": 2, "bicubic": 3}[empty.resample]
+
+
+def test_timm_vit_pretrained_config_round_trips() -> None:
+    """A timm ViT's own pretrained config (mean, std, interpolation, crop_pct, input size) through
+    our Preprocessing equals timm's eval transform on a real photo."""
+    timm = pytest.importorskip("timm")
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False)
+    cfg = resolve_data_config({}, model=model)
+    ours = preprocess_array(_photo("china.jpg"), image_size=cfg["input_size"][1:], mean=cfg["mean"],
+                            std=cfg["std"], resample=cfg["interpolation"], crop_pct=cfg["crop_pct"])
+    want = create_transform(**cfg)(Image.fromarray(_photo("china.jpg"))).numpy()
+    assert float(np.abs(ours.transpose(2, 0, 1) - want).max()) <= 1e-6
+
+
 @pytest.mark.parametrize("resample", ["bilinear", "bicubic"])
 @pytest.mark.parametrize("preset", ["inception", "imagenet"])
 @pytest.mark.parametrize("photo", PHOTOS)
 def test_matches_hf_vit_image_processor(photo: str, preset: str, resample: str) -> None:
-    p = NORMALISATIONS[preset]
-    hf = transformers.ViTImageProcessorPil(image_mean=list(p.mean), image_std=list(p.std),
+    p = _source_constants(preset)  # the processor built from HF's constants, not ours
+    hf = transformers.ViTImageProcessorPil(image_mean=list(p["mean"]), image_std=list(p["std"]),
                                            resample={"bilinear": 2, "bicubic": 3}[resample])
     want = hf(images=_photo(photo), return_tensors="np")["pixel_values"]  # (1, 3, 224, 224)
     got = vit_torch.preprocess_image(_photo(photo), image_size=224, preset=preset, resample=resample)
@@ -47,8 +99,8 @@ def test_matches_hf_vit_image_processor(photo: str, preset: str, resample: str) 
 def test_crop_pct_matches_timm_eval_transform(crop_pct: float, resample: str) -> None:
     timm_data = pytest.importorskip("timm.data")
     transform = timm_data.create_transform(input_size=(3, 224, 224), crop_pct=crop_pct,
-                                           interpolation=resample, mean=NORMALISATIONS["imagenet"].mean,
-                                           std=NORMALISATIONS["imagenet"].std)
+                                           interpolation=resample, mean=timm_data.IMAGENET_DEFAULT_MEAN,
+                                           std=timm_data.IMAGENET_DEFAULT_STD)
     for photo in PHOTOS:
         want = transform(Image.fromarray(_photo(photo))).numpy()  # (3, 224, 224)
         got = preprocess_array(_photo(photo), image_size=224, preset="imagenet", resample=resample,
