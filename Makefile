@@ -1,6 +1,7 @@
 # make demo   set up .venv (first run only) and run the main job: torch vs flax parity table + timings
 # make test   set up .venv (first run only) and run the whole test suite
 # make test-fast / test-slow   the suite without / with only the slow (B/16-size) checks
+# make test-mutations         the parity suite's own power: every catalogued slip must be caught
 # make bench  the inference and conversion benchmarks (results in benchmarks/results/)
 PYTHON ?= python3.11
 VENV   := .venv
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST := $(PY) -m pytest -n 2
 
-.PHONY: setup demo test test-fast test-slow bench clean
+.PHONY: setup demo test test-fast test-slow test-mutations bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ test-fast: setup
 
 test-slow: setup
 	$(PYTEST) -m slow
+
+test-mutations: setup
+	$(PYTEST) parity_tests/test_mutations.py -v
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[bench]' $(TORCH_PINS)
