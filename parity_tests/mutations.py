@@ -14,7 +14,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     name: str
-    kind: str  # numerics, training, converter, preprocessing
+    kind: str  # numerics, reduced precision, training, converter, preprocessing
     file: str  # relative to the repository root
     old: str  # occurs exactly once in `file`
     new: str
@@ -24,6 +24,7 @@ class Mutation:
 NUMERICS = "parity_tests/test_numerics.py"
 COMPONENTS = "parity_tests/test_components.py::test_component_parity"
 DROPOUT = "parity_tests/test_dropout_masks.py"
+HALF = "parity_tests/test_half_precision.py"
 
 CATALOGUE: tuple[Mutation, ...] = (
     Mutation("one-pass LayerNorm variance (E[x^2] - E[x]^2) in the Flax twin", "numerics",
@@ -47,6 +48,26 @@ CATALOGUE: tuple[Mutation, ...] = (
              "return x.flatten(2).transpose(1, 2)  # (B, N, hidden)",
              "return x.transpose(2, 3).flatten(2).transpose(1, 2)  # (B, N, hidden)",
              f"{COMPONENTS}[ViTPatchEmbeddings-nonsquare-noqkvbias-tanh-float64-torch->flax]"),
+    Mutation("softmax taken in the half type in the Flax twin", "reduced precision",
+             "vit_flax/model.py",
+             "probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)",
+             "probs = jax.nn.softmax(scores, axis=-1)",
+             f"{HALF}::test_flax_twin_keeps_its_float32_promises[bfloat16]"),
+    Mutation("softmax taken in the half type in the torch twin", "reduced precision",
+             "vit_torch/model.py", "return _at_least_f32(scores).softmax(dim=-1).to(scores.dtype)",
+             "return scores.softmax(dim=-1)",
+             f"{HALF}::test_torch_twin_keeps_its_float32_promises[bfloat16]"),
+    Mutation("LayerNorm statistics in the half type in the torch twin", "reduced precision",
+             "vit_torch/model.py", "        w = _at_least_f32(self.weight)\n", "        w = self.weight\n",
+             f"{HALF}::test_half_twins_on_a_drifted_residual_stream[h48-3heads-bfloat16]"),
+    Mutation("residual stream in the half type in the Flax twin", "reduced precision",
+             "vit_flax/model.py", "x = _at_least_f32(x)  # the residual stream",
+             "x = x  # the residual stream",
+             f"{HALF}::test_flax_twin_keeps_its_float32_promises[float16]"),
+    Mutation("residual stream in the half type in the torch twin", "reduced precision",
+             "vit_torch/model.py", "x = _at_least_f32(x)  # the residual stream",
+             "x = x  # the residual stream",
+             f"{HALF}::test_torch_twin_keeps_its_float32_promises[float16]"),
     Mutation("dropout moved around the residual add in the Flax MLP", "training", "vit_flax/model.py",
              "return self.dropout(self.dense(x), deterministic=not train) + residual",
              "return self.dropout(self.dense(x) + residual, deterministic=not train)",

@@ -80,10 +80,15 @@ def _dense(m: ViTModule, features: int, use_bias: bool = True) -> nn.Dense:
                     bias_init=jax.nn.initializers.zeros)
 
 
+def _at_least_f32(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _layernorm(m: ViTModule) -> nn.LayerNorm:
-    # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance
+    # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance. Statistics and
+    # normalisation in at least float32; the next Dense takes its input in the compute dtype.
     return nn.LayerNorm(epsilon=m.config.layer_norm_eps, use_fast_variance=False,
-                        dtype=m.dtype, param_dtype=m.param_dtype)
+                        dtype=jnp.promote_types(m.dtype, jnp.float32), param_dtype=m.param_dtype)
 
 
 class ViTPatchEmbeddings(ViTModule):
@@ -216,6 +221,7 @@ class ViTLayer(ViTModule):
         self.layernorm_after = _layernorm(self)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
         h = x + self.attention(self.layernorm_before(x), train)
         return self.output(self.intermediate(self.layernorm_after(h)), h, train)
 
@@ -250,7 +256,7 @@ class VisionTransformer(ViTModule):
                          interpolate_pos_encoding: bool = False) -> jax.Array:
         """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
         x = self.embeddings(pixel_values, train, interpolate_pos_encoding)
-        return self.layernorm(self.encoder(x, train))
+        return self.layernorm(self.encoder(x, train)).astype(self.dtype)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:

@@ -24,11 +24,16 @@ def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
     return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
 
 
+def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim)): (B, heads, N, N), the one copy of this maths in the twin
-    (the model, attention_maps and the visualisation all call it)."""
+    (the model, attention_maps and the visualisation all call it). The softmax runs in at least
+    float32 (a half-precision sum over hundreds of keys loses the small terms)."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
-    return scores.softmax(dim=-1)  # torch takes half-precision softmax in float32 internally
+    return _at_least_f32(scores).softmax(dim=-1).to(scores.dtype)
 
 
 def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -59,6 +64,16 @@ def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return functools.partial(F.gelu, approximate="tanh")
     else:
         raise ValueError(f"unsupported hidden_act {hidden_act!r}")
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm whose statistics and normalisation run in at least float32 whatever the
+    parameters' dtype; the result is handed on in the parameters' (compute) dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = _at_least_f32(self.weight)
+        y = F.layer_norm(x.to(w.dtype), self.normalized_shape, w, self.bias.to(w.dtype), self.eps)
+        return y.to(self.weight.dtype)
 
 
 class ViTPatchEmbeddings(nn.Module):
@@ -185,10 +200,11 @@ class ViTLayer(nn.Module):
         self.attention = ViTAttention(config, attention_impl)
         self.intermediate = ViTIntermediate(config)
         self.output = ViTOutput(config)
-        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_before = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
         h = x + self.attention(self.layernorm_before(x))
         return self.output(self.intermediate(self.layernorm_after(h)), h)
 
@@ -219,7 +235,7 @@ class VisionTransformer(nn.Module):
         self.config = config
         self.embeddings = ViTEmbeddings(config)
         self.encoder = ViTEncoder(config, attention_impl)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.apply(functools.partial(init_weights, config))
 
     def forward_features(self, pixel_values: torch.Tensor,
