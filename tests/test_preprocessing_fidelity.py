@@ -54,6 +54,18 @@ def test_presets_are_the_source_libraries_constants(preset: str) -> None:
     assert NORMALISATIONS[preset].mean == want["mean"] and NORMALISATIONS[preset].std == want["std"]
 
 
+def test_presets_resize_as_their_sources() -> None:
+    """"imagenet" is torchvision's Resize + Normalize (bilinear, no crop); "inception" is HF's
+    ViTImageProcessor (bilinear, no crop): their own defaults, not ours."""
+    torchvision = pytest.importorskip("torchvision")
+    resize = torchvision.transforms.Resize((224, 224))
+    assert resize.interpolation == torchvision.transforms.InterpolationMode.BILINEAR
+    assert NORMALISATIONS["imagenet"].resample == "bilinear" and NORMALISATIONS["imagenet"].crop_pct is None
+    hf = transformers.ViTImageProcessorPil()
+    assert int(hf.resample) == {"bilinear": 2, "bicubic": 3}[NORMALISATIONS["inception"].resample]
+    assert NORMALISATIONS["inception"].crop_pct is None and not getattr(hf, "do_center_crop", False)
+
+
 def test_defaults_are_hf_vit_image_processors() -> None:
     """What a checkpoint that says nothing gets: HF ViTImageProcessor's size and resampling (no
     crop); an HF preprocessor_config.json with no keys reads as HF's processor defaults."""

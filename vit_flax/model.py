@@ -85,10 +85,15 @@ def _at_least_f32(x: jax.Array) -> jax.Array:
 
 
 def _layernorm(m: ViTModule) -> nn.LayerNorm:
-    # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance. Statistics and
-    # normalisation in at least float32; the next Dense takes its input in the compute dtype.
-    return nn.LayerNorm(epsilon=m.config.layer_norm_eps, use_fast_variance=False,
-                        dtype=jnp.promote_types(m.dtype, jnp.float32), param_dtype=m.param_dtype)
+    # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance
+    return _Float32LayerNorm(epsilon=m.config.layer_norm_eps, use_fast_variance=False,
+                             dtype=jnp.promote_types(m.dtype, jnp.float32), param_dtype=m.param_dtype)
+
+
+class _Float32LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm built with a `dtype` of at least float32 (`_layernorm`): its statistics and
+    normalisation run there whatever the parameters' dtype; the next Dense takes its input in the
+    compute dtype."""
 
 
 class ViTPatchEmbeddings(ViTModule):

@@ -66,7 +66,7 @@ def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
         raise ValueError(f"unsupported hidden_act {hidden_act!r}")
 
 
-class LayerNorm(nn.LayerNorm):
+class _Float32LayerNorm(nn.LayerNorm):
     """nn.LayerNorm whose statistics and normalisation run in at least float32 whatever the
     parameters' dtype; the result is handed on in the parameters' (compute) dtype."""
 
@@ -200,8 +200,8 @@ class ViTLayer(nn.Module):
         self.attention = ViTAttention(config, attention_impl)
         self.intermediate = ViTIntermediate(config)
         self.output = ViTOutput(config)
-        self.layernorm_before = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.layernorm_after = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_before = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
@@ -235,7 +235,7 @@ class VisionTransformer(nn.Module):
         self.config = config
         self.embeddings = ViTEmbeddings(config)
         self.encoder = ViTEncoder(config, attention_impl)
-        self.layernorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.apply(functools.partial(init_weights, config))
 
     def forward_features(self, pixel_values: torch.Tensor,
