@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import vit_flax
