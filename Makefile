@@ -6,7 +6,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# torch is pinned to the build that lies on this kind of machine's disk (DEVELOPERS.md); torchvision
+# torch is pinned to the build that lies on the development machine's disk; torchvision
 # beside it keeps a later timm install from moving torch. pyproject.toml keeps lower bounds only.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST := $(PY) -m pytest -n 2

@@ -144,7 +144,7 @@ class NpzArchive(Mapping):
 def _npy_header(f: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """(shape, dtype, fortran order, header length) of the .npy stream at `f`."""
     fmt = np.lib.format
-    start = f.tell() if f.seekable() else 0
+    start = f.tell()  # archive files and zip member streams both tell their position
     try:
         version = fmt.read_magic(f)
         if version == (1, 0):
@@ -159,12 +159,7 @@ def _npy_header(f: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype, bo
         raise ValueError(f"{where} holds Python objects (a pickle); refusing it")
     if len(shape) > 8 or any(s < 0 for s in shape):
         raise ValueError(f"{where}: malformed shape {shape}")
-    header = (f.tell() - start) if f.seekable() else _header_len(version, f)
-    return tuple(int(s) for s in shape), dtype, bool(fortran), header
-
-
-def _header_len(version: tuple[int, int], f: Any) -> int:
-    return f._pos if hasattr(f, "_pos") else f.tell()
+    return tuple(int(s) for s in shape), dtype, bool(fortran), f.tell() - start
 
 
 def read_npz(path: str | os.PathLike) -> NpzArchive:
