@@ -15,7 +15,14 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
-HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh"]
+HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu"]
+# The family switches (DINOv2, CLIP, SigLIP, DeiT, timm's and big_vision's variants); defaults are
+# classic ViT. Each is handled in one place in each twin.
+PositionEmbedding = Literal["learned", "sincos2d", "none"]
+Resampling = Literal["bicubic", "bicubic_antialias"]
+Pooling = Literal["cls", "gap", "map"]
+FinalNorm = Literal["tokens", "pooled"]
+MlpType = Literal["mlp", "swiglu"]
 # How both twins compute attention (a module argument like dtype, not a config field): einsum /
 # matmul + softmax, or the framework's fused scaled-dot-product attention
 AttentionImpl = Literal["eager", "sdpa"]
@@ -46,6 +53,27 @@ class ViTConfig:
     num_channels: int = 3
     qkv_bias: bool = True
     num_labels: int = 1000
+    # --- family switches ---------------------------------------------------------------------
+    class_token: bool = True
+    distillation_token: bool = False  # DeiT: a second prefix token after [CLS], its own head
+    num_register_tokens: int = 0  # DINOv2 registers: after [CLS] (and DIST), no position slot
+    # learned: a stored table; sincos2d: big_vision's fixed 2-D table, not stored; none
+    position_embedding_type: PositionEmbedding = "learned"
+    # the learned table has slots for [CLS] (and DIST) and is added after they are prepended (HF,
+    # original timm); otherwise it covers the patches only and is added before (timm no_embed_class)
+    position_embedding_covers_prefix: bool = True
+    # how interpolate_pos_encoding resamples the table: torch bicubic, or with antialiasing (timm
+    # dynamic_img_size, HF Dinov2WithRegisters)
+    position_embedding_resampling: Resampling = "bicubic"
+    pre_norm: bool = False  # CLIP's pre_layrnorm / timm norm_pre on the embedded tokens
+    patch_bias: bool = True
+    pooling: Pooling = "cls"  # cls ((CLS + DIST) / 2 with a distillation token), gap over patches, map
+    final_norm: FinalNorm = "tokens"  # on every token, or on the pooled vector (CLIP, timm fc_norm)
+    layer_scale: bool = False  # LayerScale on both residual branches (DINOv2)
+    layerscale_value: float = 1.0  # its initial value (HF's name)
+    mlp_type: MlpType = "mlp"  # swiglu: silu(gate) * up with [gate; up] in intermediate.dense
+    qk_norm: bool = False  # LayerNorm over head_dim on queries and keys (timm)
+    mask_token: bool = False  # DINOv2's mask token: unused at inference, kept through round trips
     # HF metadata carried through unchanged (id2label, architectures, model_type, ...). Not part of
     # the architecture, so it takes no part in equality or hashing.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
@@ -85,6 +113,26 @@ class ViTConfig:
             fail("initializer_range", "a finite float > 0")
         if not isinstance(self.qkv_bias, bool):
             fail("qkv_bias", "a bool")
+        for name in ("class_token", "distillation_token", "position_embedding_covers_prefix",
+                     "pre_norm", "patch_bias", "layer_scale", "qk_norm", "mask_token"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "a bool")
+        for name, kind in (("position_embedding_type", PositionEmbedding),
+                           ("position_embedding_resampling", Resampling), ("pooling", Pooling),
+                           ("final_norm", FinalNorm), ("mlp_type", MlpType)):
+            if getattr(self, name) not in get_args(kind):
+                fail(name, f"one of {get_args(kind)}")
+        if not (is_int(self.num_register_tokens) and 0 <= self.num_register_tokens <= 1024):
+            fail("num_register_tokens", "an int in [0, 1024]")
+        if not is_real(self.layerscale_value):
+            fail("layerscale_value", "a finite float")
+        if self.distillation_token and not self.class_token:
+            raise ValueError("ViTConfig: distillation_token needs class_token (DeiT has both)")
+        if self.distillation_token and (self.pooling, self.final_norm) != ("cls", "tokens"):
+            raise ValueError("ViTConfig: distillation_token pools (CLS + DIST) / 2 of the normalised "
+                             "tokens: it needs pooling 'cls' and final_norm 'tokens'")
+        if self.pooling == "cls" and not self.class_token:
+            raise ValueError("ViTConfig: pooling 'cls' needs class_token; pick 'gap' or 'map'")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"ViTConfig: hidden_size ({self.hidden_size}) must be divisible by "
@@ -128,6 +176,17 @@ class ViTConfig:
     def num_patches(self) -> int:
         gh, gw = self.grid_size
         return gh * gw
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens in front of the patches: [CLS], DIST, registers (in this order)."""
+        return int(self.class_token) + int(self.distillation_token) + self.num_register_tokens
+
+    @property
+    def num_position_prefix(self) -> int:
+        """Prefix tokens with a slot in the learned position table ([CLS] and DIST, never registers)."""
+        covered = self.position_embedding_type == "learned" and self.position_embedding_covers_prefix
+        return int(self.class_token) + int(self.distillation_token) if covered else 0
 
     @property
     def head_dim(self) -> int:
@@ -179,11 +238,32 @@ class ViTConfig:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type", "vit")
-        if model_type != "vit":
-            raise ValueError(f"expected an HF config with model_type 'vit', got {model_type!r}")
-        arch = {f.name for f in dataclasses.fields(cls)} - {"num_labels", "extra"}
+        if model_type in TWO_TOWERS:  # CLIPModel / SiglipModel: the vision tower's config
+            vision = data.get("vision_config")
+            if not isinstance(vision, dict):
+                raise ValueError(f"a {model_type!r} config needs a 'vision_config' object")
+            vision = {**vision, "model_type": TWO_TOWERS[model_type]}
+            config = cls._from_hf_dict(vision)
+            return config.replace(extra={**config.extra, "vision_tower_of": model_type})
+        if model_type not in HF_FAMILIES:
+            raise ValueError(f"expected an HF config with model_type one of "
+                             f"{', '.join(HF_FAMILIES)} (or {', '.join(TWO_TOWERS)}), got {model_type!r}")
+        family = HF_FAMILIES[model_type]
+        data = {**family.hf_defaults, **data}
+        arch = {f.name for f in dataclasses.fields(cls)} - {"num_labels", "extra"} - set(SWITCHES)
         fields = {k: data[k] for k in arch if k in data}
-        extra = {k: v for k, v in data.items() if k not in arch and k != "num_labels"}
+        fields.update(family.switches)
+        extra = {k: v for k, v in data.items() if k not in arch and k != "num_labels"
+                 and k not in family.hf_defaults}
+        extra["model_type"] = model_type
+        if "attention_dropout" in data:  # CLIP's and SigLIP's name
+            fields["attention_probs_dropout_prob"] = data["attention_dropout"]
+            extra.pop("attention_dropout", None)
+        if model_type.startswith("dinov2"):
+            fields.update(_dinov2_fields(data))
+        elif model_type == "siglip_vision_model" and data.get("vision_use_head", True) is not True:
+            raise ValueError("a SigLIP vision tower without its attention-pooling head "
+                             "(vision_use_head false) has no pooled output; not supported")
         # HF derives num_labels from id2label; a bare "num_labels" key is also honoured.
         if "id2label" in data:
             extra["id2label"] = _int_keyed(data["id2label"], "id2label")
@@ -199,15 +279,43 @@ class ViTConfig:
             extra["label2id"] = {str(k): int(v) for k, v in label2id.items()}
         return cls(**fields, num_labels=num_labels, extra=extra)
 
+    @property
+    def hf_model_type(self) -> str:
+        """The HF family this config is written as: the one it was read from, else the one whose
+        switches it has."""
+        stated = self.extra.get("model_type")
+        if stated in HF_FAMILIES:
+            return stated
+        for name, family in HF_FAMILIES.items():
+            if not family.mismatches(self):
+                return name
+        return "vit"
+
     def to_hf(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> dict[str, Any]:
-        """This config as an HF ViT config.json dict; also written to `path` when given (an
-        existing file is replaced only with overwrite=True)."""
-        data: dict[str, Any] = {"model_type": "vit"}
-        data.update(self.extra)
+        """This config as its HF family's config.json dict (vit, deit, dinov2, ...); also written
+        to `path` when given (an existing file is replaced only with overwrite=True). A config no HF
+        family expresses (gap pooling, qk-norm, ...) is a ValueError naming the switches."""
+        model_type = self.hf_model_type
+        family = HF_FAMILIES[model_type]
+        wrong = family.mismatches(self)
+        if wrong:
+            raise ValueError(f"HF {model_type!r} models cannot express {', '.join(wrong)}; "
+                             f"write timm or Flax weights instead")
+        data: dict[str, Any] = {"model_type": model_type}
+        data.update({k: v for k, v in self.extra.items() if k != "vision_tower_of"})
+        data["model_type"] = model_type
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "num_labels"):
+            if f.name not in ("extra", "num_labels") and f.name not in SWITCHES:
                 value = getattr(self, f.name)
                 data[f.name] = list(value) if isinstance(value, tuple) else value
+        if model_type.startswith("dinov2"):
+            data.update(_dinov2_hf(self))
+        if model_type.startswith("dinov2_with"):
+            data["num_register_tokens"] = self.num_register_tokens
+        if model_type == "siglip_vision_model":
+            data["vision_use_head"] = True
+        if model_type in ("clip_vision_model", "siglip_vision_model"):
+            data["attention_dropout"] = data.pop("attention_probs_dropout_prob")
         id2label = self.extra.get("id2label") or {i: f"LABEL_{i}" for i in range(self.num_labels)}
         data["id2label"] = {str(k): v for k, v in id2label.items()}
         data["label2id"] = self.extra.get("label2id") or {v: int(k) for k, v in id2label.items()}
@@ -217,6 +325,87 @@ class ViTConfig:
             atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n",
                               overwrite=overwrite)
         return data
+
+
+SWITCHES: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ViTConfig)
+                            if f.name in ("class_token", "distillation_token", "num_register_tokens",
+                                          "position_embedding_type", "position_embedding_covers_prefix",
+                                          "position_embedding_resampling", "pre_norm", "patch_bias",
+                                          "pooling", "final_norm", "layer_scale", "mlp_type", "qk_norm",
+                                          "mask_token")}
+
+
+@dataclasses.dataclass(frozen=True)
+class HFFamily:
+    """An HF model_type as switch values (the rest at classic ViT's), the class defaults for fields
+    its config.json may omit, and the switches it leaves free (read from its own config keys)."""
+
+    switches: Mapping[str, Any]
+    hf_defaults: Mapping[str, Any]
+    free: tuple[str, ...] = ()
+
+    def mismatches(self, config: ViTConfig) -> list[str]:
+        want = {**SWITCHES, **self.switches}
+        return [f"{k}={getattr(config, k)!r}" for k, v in want.items()
+                if k not in self.free and getattr(config, k) != v]
+
+
+_DINOV2_DEFAULTS = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
+                        hidden_act="gelu", layer_norm_eps=1e-6, image_size=224, patch_size=14,
+                        qkv_bias=True, layerscale_value=1.0, use_swiglu_ffn=False)
+_CLIP_SIGLIP_SIZES = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=3072, image_size=224, num_channels=3)
+HF_FAMILIES: dict[str, HFFamily] = {
+    "vit": HFFamily({}, {}),
+    "deit": HFFamily({"distillation_token": True}, {}),
+    "dinov2": HFFamily({"layer_scale": True, "mask_token": True}, _DINOV2_DEFAULTS,
+                       free=("mlp_type", "mask_token")),
+    "dinov2_with_registers": HFFamily(
+        {"layer_scale": True, "mask_token": True, "position_embedding_resampling": "bicubic_antialias"},
+        {**_DINOV2_DEFAULTS, "num_register_tokens": 4}, free=("mlp_type", "num_register_tokens", "mask_token")),
+    # attention_dropout is CLIP's and SigLIP's name for attention_probs_dropout_prob
+    "clip_vision_model": HFFamily(
+        {"pre_norm": True, "patch_bias": False, "final_norm": "pooled"},
+        {**_CLIP_SIGLIP_SIZES, "patch_size": 32, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}),
+    "siglip_vision_model": HFFamily(
+        {"class_token": False, "pooling": "map", "position_embedding_covers_prefix": False},
+        {**_CLIP_SIGLIP_SIZES, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}),
+}
+TWO_TOWERS = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
+
+
+def _swiglu_hidden(hidden_size: int, mlp_ratio: float) -> int:
+    # DINOv2's SwiGLU width: two thirds of the GELU MLP's, rounded up to a multiple of 8
+    return (int(int(hidden_size * mlp_ratio) * 2 / 3) + 7) // 8 * 8
+
+
+def _dinov2_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """DINOv2's MLP width comes from mlp_ratio (its config's intermediate_size is unused)."""
+    ratio, hidden, swiglu = data["mlp_ratio"], data["hidden_size"], data["use_swiglu_ffn"]
+    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio < 1e4
+            and isinstance(hidden, int) and isinstance(swiglu, bool)):
+        raise ValueError(f"dinov2 config: mlp_ratio {ratio!r}, hidden_size {hidden!r} and "
+                         f"use_swiglu_ffn {swiglu!r} must be a positive number, an int and a bool")
+    width = _swiglu_hidden(hidden, ratio) if swiglu else int(hidden * ratio)
+    out: dict[str, Any] = {"intermediate_size": width, "mlp_type": "swiglu" if swiglu else "mlp",
+                           "mask_token": data.get("use_mask_token", True) is not False}
+    if "num_register_tokens" in data:
+        out["num_register_tokens"] = data["num_register_tokens"]
+    return out
+
+
+def _dinov2_hf(config: ViTConfig) -> dict[str, Any]:
+    d, width = config.hidden_size, config.intermediate_size
+    if config.mlp_type == "swiglu":
+        ratio: float = next((r for r in (4, 4.0 * width / _swiglu_hidden(d, 4), width * 1.5 / d)
+                             if _swiglu_hidden(d, r) == width), 0)
+    else:
+        ratio = width // d if width % d == 0 else width / d
+        ratio = ratio if int(d * ratio) == width else 0
+    if not ratio:
+        raise ValueError(f"an HF dinov2 config cannot express an MLP width of {width} at hidden size {d}")
+    return {"mlp_ratio": ratio, "use_swiglu_ffn": config.mlp_type == "swiglu",
+            "use_mask_token": config.mask_token}
 
 
 def _int_keyed(mapping: Any, name: str) -> dict[int, Any]:

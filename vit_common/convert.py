@@ -27,7 +27,8 @@ import numpy as np
 from vit_common.config import ViTConfig
 from vit_common.formats import blocked_contiguous
 
-Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls"]
+Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls",
+               "scale", "gamma", "vector", "table", "in_proj"]
 Array = np.ndarray
 
 
@@ -76,6 +77,15 @@ KINDS: dict[Kind, tuple[Leaf, ...]] = {
              lambda w, c: blocked_contiguous(w.T).reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
              lambda k: k.reshape(-1, k.shape[-1]).T),
         _bias()),
+    # LayerScale: our (and HF DINOv2's) lambda1, timm's gamma
+    "scale": (Leaf("lambda1", "lambda1", 1, _same, _same),),
+    "gamma": (Leaf("lambda1", "gamma", 1, _same, _same),),
+    # CLIP's class_embedding (hidden,) <-> our (1, 1, hidden) token
+    "vector": (Leaf("", "", 1, lambda t, c: t.reshape(-1), lambda t: t.reshape(1, 1, -1)),),
+    # an nn.Embedding table (tokens, hidden) <-> our (1, tokens, hidden) parameter
+    "table": (Leaf("", "weight", 2, lambda t, c: t.reshape(t.shape[1:]), lambda t: t[None]),),
+    # nn.MultiheadAttention's packed input projection (SigLIP's pooling head)
+    "in_proj": (Leaf("weight", "in_proj_weight", 2, _same, _same), _bias("bias", "in_proj_bias")),
     # big_vision adds position embeddings before prepending [CLS]: its slot is zero here
     "pos_no_cls": (Leaf("", "", 3, lambda p, c: p[:, 1:],
                         lambda p: np.concatenate([np.zeros_like(p[:, :1]), p], axis=1)),),
@@ -94,33 +104,69 @@ class Rule:
     # torch shapes as a function of the config: (out, in) for linear, (dim,) for norm, full for param
     dims: Callable[[ViTConfig], tuple[int, ...]]
     has_bias: Callable[[ViTConfig], bool] = lambda c: True
+    when: Callable[[ViTConfig], bool] = lambda c: True  # whether a model of this config has it
 
 
 def _linear(path: str, out_in: Callable[[ViTConfig], tuple[int, int]], **kw: Any) -> Rule:
     return Rule(path, "linear", out_in, **kw)
 
 
-def _norm(path: str) -> Rule:
-    return Rule(path, "norm", lambda c: (c.hidden_size,))
+def _norm(path: str, **kw: Any) -> Rule:
+    return Rule(path, "norm", lambda c: (c.hidden_size,), **kw)
+
+
+def _mlp_width(c: ViTConfig) -> int:
+    return c.intermediate_size * (2 if c.mlp_type == "swiglu" else 1)  # SwiGLU: [gate; up]
+
+
+def _is_map(c: ViTConfig) -> bool:
+    return c.pooling == "map"
+
+
+_P = "attention_pool."
 
 
 _L = "encoder.layer.{i}."
 TABLE: tuple[Rule, ...] = (
-    Rule("embeddings.cls_token", "param", lambda c: (1, 1, c.hidden_size)),
-    Rule("embeddings.position_embeddings", "param", lambda c: (1, c.num_patches + 1, c.hidden_size)),
+    Rule("embeddings.cls_token", "param", lambda c: (1, 1, c.hidden_size), when=lambda c: c.class_token),
+    Rule("embeddings.distillation_token", "param", lambda c: (1, 1, c.hidden_size),
+         when=lambda c: c.distillation_token),
+    Rule("embeddings.register_tokens", "param", lambda c: (1, c.num_register_tokens, c.hidden_size),
+         when=lambda c: c.num_register_tokens > 0),
+    Rule("embeddings.mask_token", "param", lambda c: (1, c.hidden_size), when=lambda c: c.mask_token),
+    Rule("embeddings.position_embeddings", "param",
+         lambda c: (1, c.num_patches + c.num_position_prefix, c.hidden_size),
+         when=lambda c: c.position_embedding_type == "learned"),
     Rule("embeddings.patch_embeddings.projection", "conv",
-         lambda c: (c.hidden_size, c.num_channels, c.patch_size, c.patch_size)),
+         lambda c: (c.hidden_size, c.num_channels, c.patch_size, c.patch_size),
+         has_bias=lambda c: c.patch_bias),
+    _norm("pre_layernorm", when=lambda c: c.pre_norm),
     *(_linear(_L + f"attention.attention.{n}", lambda c: (c.hidden_size, c.hidden_size),
               has_bias=lambda c: c.qkv_bias) for n in ("query", "key", "value")),
+    *(Rule(_L + f"attention.attention.{n}", "norm", lambda c: (c.head_dim,), when=lambda c: c.qk_norm)
+      for n in ("q_norm", "k_norm")),
     _linear(_L + "attention.output.dense", lambda c: (c.hidden_size, c.hidden_size)),
-    _linear(_L + "intermediate.dense", lambda c: (c.intermediate_size, c.hidden_size)),
+    _linear(_L + "intermediate.dense", lambda c: (_mlp_width(c), c.hidden_size)),
     _linear(_L + "output.dense", lambda c: (c.hidden_size, c.intermediate_size)),
     _norm(_L + "layernorm_before"),
     _norm(_L + "layernorm_after"),
+    *(Rule(_L + f"layer_scale{n}", "scale", lambda c: (c.hidden_size,), when=lambda c: c.layer_scale)
+      for n in (1, 2)),
     _norm("layernorm"),
+    Rule(_P + "probe", "param", lambda c: (1, 1, c.hidden_size), when=_is_map),
+    *(_linear(_P + f"attention.attention.{n}", lambda c: (c.hidden_size, c.hidden_size), when=_is_map)
+      for n in ("query", "key", "value")),
+    _linear(_P + "attention.output.dense", lambda c: (c.hidden_size, c.hidden_size), when=_is_map),
+    _norm(_P + "layernorm", when=_is_map),
+    _linear(_P + "intermediate.dense", lambda c: (c.intermediate_size, c.hidden_size), when=_is_map),
+    _linear(_P + "output.dense", lambda c: (c.hidden_size, c.intermediate_size), when=_is_map),
 )
 # ViTForImageClassification: the backbone under "vit." plus this head.
-HEAD: Rule = _linear("classifier", lambda c: (c.num_labels, c.hidden_size))
+HEADS: tuple[Rule, ...] = (
+    _linear("classifier", lambda c: (c.num_labels, c.hidden_size)),
+    _linear("distillation_classifier", lambda c: (c.num_labels, c.hidden_size),
+            when=lambda c: c.distillation_token))
+HEAD = HEADS[0]
 BACKBONE_PREFIX = "vit."
 CLASSIFIER_KEY = "classifier.weight"
 
@@ -147,10 +193,12 @@ class Entry:
 def expected_entries(config: ViTConfig, with_head: bool) -> Iterator[Entry]:
     """Every tensor of VisionTransformer (with_head=False) or ViTForImageClassification, in order."""
     prefix = BACKBONE_PREFIX if with_head else ""
-    for rule in TABLE + ((HEAD,) if with_head else ()):
+    for rule in TABLE + (HEADS if with_head else ()):
+        if not rule.when(config):
+            continue
         paths = ([rule.path.format(i=i) for i in range(config.num_hidden_layers)]
                  if "{i}" in rule.path else [rule.path])
-        if rule is not HEAD:
+        if rule not in HEADS:
             paths = [prefix + p for p in paths]
         dims = rule.dims(config)
         for module in paths:
@@ -172,6 +220,7 @@ class Rename:
     ours: str | tuple[str, ...]
     theirs: str
     kind: Kind = "copy"
+    when: Callable[[ViTConfig], bool] | None = None  # only for models of such configs
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -188,9 +237,15 @@ class Naming:
     markers: tuple[str, ...] = ()  # their keys (backbone, no prefix) that identify this naming
 
 
-def _identity(kinds: Mapping[Kind, Kind] | None = None, sep: str = ".") -> tuple[Rename, ...]:
-    kinds = kinds or {}
-    return tuple(Rename(r.path, r.path.replace(".", sep), kinds.get(r.kind, r.kind)) for r in TABLE)
+def _identity(kinds: Mapping[Kind, Kind] | None = None, sep: str = ".",
+              rename: Mapping[str, str] | None = None) -> tuple[Rename, ...]:
+    kinds, rename = kinds or {}, rename or {}
+    return tuple(Rename(r.path, rename.get(r.path, r.path).replace(".", sep), kinds.get(r.kind, r.kind))
+                 for r in TABLE)
+
+
+def _applies(r: Rename, config: ViTConfig | None) -> bool:
+    return r.when is None or config is None or r.when(config)
 
 
 # HF transformers checkpoints on disk: the canonical names themselves
@@ -200,6 +255,64 @@ HF = Naming("hf", _identity({"linear": "copy", "conv": "copy", "norm": "copy"}),
 # HF's Flax ViT tree, flattened with "/": same module names, Flax leaves
 FLAX = Naming("flax", _identity(sep="/"), (Rename("classifier", "classifier", "linear"),),
               sep="/", backbone_prefix="vit/", markers=("embeddings/patch_embeddings/projection/kernel",))
+_HF_COPY: dict[Kind, Kind] = {"linear": "copy", "conv": "copy", "norm": "copy"}
+# HF DeiT: ViT's names under "deit.", the two heads named for their tokens
+HF_DEIT = Naming("hf-deit", _identity(_HF_COPY), (Rename("classifier", "cls_classifier"),
+                                                   Rename("distillation_classifier", "distillation_classifier")),
+                 backbone_prefix="deit.", markers=("embeddings.distillation_token",))
+
+
+def _swiglu(c: ViTConfig) -> bool:
+    return c.mlp_type == "swiglu"
+
+
+def _gelu_mlp(c: ViTConfig) -> bool:
+    return c.mlp_type == "mlp"
+
+
+# HF DINOv2 (with or without registers) on disk
+HF_DINOV2 = Naming("hf-dinov2", tuple(
+    r for r in _identity(_HF_COPY, rename={_L + "layernorm_before": _L + "norm1",
+                                           _L + "layernorm_after": _L + "norm2"})
+    if r.ours not in (_L + "intermediate.dense", _L + "output.dense")) + (
+    Rename(_L + "intermediate.dense", _L + "mlp.fc1", when=_gelu_mlp),
+    Rename(_L + "output.dense", _L + "mlp.fc2", when=_gelu_mlp),
+    Rename(_L + "intermediate.dense", _L + "mlp.weights_in", when=_swiglu),
+    Rename(_L + "output.dense", _L + "mlp.weights_out", when=_swiglu),
+), (), markers=("embeddings.patch_embeddings.projection.weight", "encoder.layer.0.layer_scale1.lambda1"))
+_CL = "encoder.layers.{i}."
+
+
+def _clip_layers() -> tuple[Rename, ...]:
+    return (*(Rename(_L + f"attention.attention.{n}", _CL + f"self_attn.{t}_proj")
+              for n, t in (("query", "q"), ("key", "k"), ("value", "v"))),
+            Rename(_L + "attention.output.dense", _CL + "self_attn.out_proj"),
+            Rename(_L + "layernorm_before", _CL + "layer_norm1"),
+            Rename(_L + "layernorm_after", _CL + "layer_norm2"),
+            Rename(_L + "intermediate.dense", _CL + "mlp.fc1"),
+            Rename(_L + "output.dense", _CL + "mlp.fc2"),
+            Rename("embeddings.patch_embeddings.projection", "embeddings.patch_embedding"),
+            Rename("embeddings.position_embeddings", "embeddings.position_embedding", "table"),
+            Rename("layernorm", "post_layernorm"))
+
+
+# HF CLIPVisionModel / SiglipVisionModel, bare keys (transformers 5) or under "vision_model." (4.x
+# and two-tower checkpoints; the loader takes that tower)
+HF_CLIP = Naming("hf-clip", (Rename("embeddings.cls_token", "embeddings.class_embedding", "vector"),
+                             Rename("pre_layernorm", "pre_layrnorm"), *_clip_layers()), (),
+                 markers=("embeddings.class_embedding", "encoder.layers.0.self_attn.q_proj.weight"))
+HF_SIGLIP = Naming("hf-siglip", (*_clip_layers(),
+                                 Rename(_P + "probe", "head.probe", "param"),
+                                 Rename(tuple(_P + f"attention.attention.{n}" for n in ("query", "key", "value")),
+                                        "head.attention", "in_proj"),
+                                 Rename(_P + "attention.output.dense", "head.attention.out_proj"),
+                                 Rename(_P + "layernorm", "head.layernorm"),
+                                 Rename(_P + "intermediate.dense", "head.mlp.fc1"),
+                                 Rename(_P + "output.dense", "head.mlp.fc2")), (),
+                   markers=("head.probe", "encoder.layers.0.self_attn.q_proj.weight"))
+HF_FAMILY_NAMINGS: dict[str, Naming] = {
+    "vit": HF, "deit": HF_DEIT, "dinov2": HF_DINOV2, "dinov2_with_registers": HF_DINOV2,
+    "clip_vision_model": HF_CLIP, "siglip_vision_model": HF_SIGLIP}
 # transformers 5 renamed ViT's modules in memory; save_pretrained still writes the classic names,
 # but torch.save(model.state_dict()) records these
 _TRANSFORMERS5_LAYER = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
@@ -214,24 +327,41 @@ TRANSFORMERS5 = Naming("transformers-5", tuple(Rename(r.ours, _transformers5_pat
              HF.head, backbone_prefix="vit.", markers=("layers.0.attention.q_proj.weight",))
 TIMM = Naming("timm", (
     Rename("embeddings.cls_token", "cls_token", "param"),
+    Rename("embeddings.distillation_token", "dist_token", "param"),
+    Rename("embeddings.register_tokens", "reg_token", "param"),
     Rename("embeddings.position_embeddings", "pos_embed", "param"),
     Rename("embeddings.patch_embeddings.projection", "patch_embed.proj"),
+    Rename("pre_layernorm", "norm_pre"),
     Rename(tuple(_L + f"attention.attention.{n}" for n in ("query", "key", "value")),
            "blocks.{i}.attn.qkv"),
+    Rename(_L + "attention.attention.q_norm", "blocks.{i}.attn.q_norm"),
+    Rename(_L + "attention.attention.k_norm", "blocks.{i}.attn.k_norm"),
     Rename(_L + "attention.output.dense", "blocks.{i}.attn.proj"),
     Rename(_L + "layernorm_before", "blocks.{i}.norm1"),
     Rename(_L + "layernorm_after", "blocks.{i}.norm2"),
+    Rename(_L + "layer_scale1", "blocks.{i}.ls1", "gamma"),
+    Rename(_L + "layer_scale2", "blocks.{i}.ls2", "gamma"),
     Rename(_L + "intermediate.dense", "blocks.{i}.mlp.fc1"),
     Rename(_L + "output.dense", "blocks.{i}.mlp.fc2"),
-    Rename("layernorm", "norm"),
-), (Rename("classifier", "head"),), markers=("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"))
+    # timm normalises the tokens (norm) or the pooled vector (fc_norm, its norm an Identity)
+    Rename("layernorm", "norm", when=lambda c: c.final_norm == "tokens"),
+    Rename("layernorm", "fc_norm", when=lambda c: c.final_norm == "pooled"),
+    Rename(_P + "probe", "attn_pool.latent", "param"),
+    Rename(_P + "attention.attention.query", "attn_pool.q"),
+    Rename((_P + "attention.attention.key", _P + "attention.attention.value"), "attn_pool.kv"),
+    Rename(_P + "attention.output.dense", "attn_pool.proj"),
+    Rename(_P + "layernorm", "attn_pool.norm"),
+    Rename(_P + "intermediate.dense", "attn_pool.mlp.fc1"),
+    Rename(_P + "output.dense", "attn_pool.mlp.fc2"),
+), (Rename("classifier", "head"), Rename("distillation_classifier", "head_dist")),
+    markers=("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"))
 
 
-def _google(mha: str, ln2: str, mlp: str, pos: Rename) -> tuple[Rename, ...]:
+def _google(mha: str, ln2: str, mlp: str, *pos: Rename) -> tuple[Rename, ...]:
     block = "Transformer/encoderblock_{i}/"
     return (
         Rename("embeddings.cls_token", "cls", "param"),
-        pos,
+        *pos,
         Rename("embeddings.patch_embeddings.projection", "embedding", "conv"),
         *(Rename(_L + f"attention.attention.{n}", f"{block}{mha}/{n}", "heads_in")
           for n in ("query", "key", "value")),
@@ -253,10 +383,21 @@ NPZ = Naming("npz", _google("MultiHeadDotProductAttention_1", "LayerNorm_2", "Ml
 # big_vision's ViT: blocks numbered differently, position embeddings without the [CLS] slot
 BIG_VISION = Naming("big_vision", _google("MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0",
                                           Rename("embeddings.position_embeddings", "pos_embedding",
-                                                 "pos_no_cls")),
+                                                 "pos_no_cls", when=lambda c: c.num_position_prefix > 0),
+                                          Rename("embeddings.position_embeddings", "pos_embedding",
+                                                 "param", when=lambda c: c.num_position_prefix == 0)) + (
+    # pool_type 'map': big_vision's MAPHead
+    Rename(_P + "probe", "MAPHead_0/probe", "param"),
+    *(Rename(_P + f"attention.attention.{n}", f"MAPHead_0/MultiHeadDotProductAttention_0/{n}", "heads_in")
+      for n in ("query", "key", "value")),
+    Rename(_P + "attention.output.dense", "MAPHead_0/MultiHeadDotProductAttention_0/out", "heads_out"),
+    Rename(_P + "layernorm", "MAPHead_0/LayerNorm_0", "norm"),
+    Rename(_P + "intermediate.dense", "MAPHead_0/MlpBlock_0/Dense_0", "linear"),
+    Rename(_P + "output.dense", "MAPHead_0/MlpBlock_0/Dense_1", "linear")),
                     (Rename("classifier", "head", "linear"),), sep="/",
                     markers=("embedding/kernel", "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"))
-NAMINGS: dict[str, Naming] = {n.name: n for n in (HF, TRANSFORMERS5, TIMM, FLAX, NPZ, BIG_VISION)}
+NAMINGS: dict[str, Naming] = {n.name: n for n in (HF, TRANSFORMERS5, TIMM, FLAX, NPZ, BIG_VISION, HF_DEIT,
+                                                   HF_DINOV2, HF_CLIP, HF_SIGLIP)}
 
 
 def _their_key(module: str, leaf: Leaf, sep: str) -> str:
@@ -276,6 +417,8 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
         if renames is naming.head and not with_head:
             continue
         for r in renames:
+            if not _applies(r, config):
+                continue
             layers = range(config.num_hidden_layers) if "{i}" in r.theirs else [0]
             for i in layers:
                 for leaf in KINDS[r.kind]:
@@ -296,14 +439,17 @@ def _maker(leaf: Leaf, arrays: list[Any], config: ViTConfig) -> Callable[[], Arr
     return make
 
 
-def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] | None = None
-                ) -> tuple[dict[str, Array], list[str], list[str]]:
+def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] | None = None,
+                config: ViTConfig | None = None) -> tuple[dict[str, Array], list[str], list[str]]:
     """Their tensors -> (canonical state, their keys no rule places, shape problems). Nothing is
     reshaped before its rank is checked; completeness and shapes are checked by `check_state_dict`.
-    `origin`, when given, receives {canonical key: their key}."""
+    `origin`, when given, receives {canonical key: their key}. With `config`, only the rules for
+    models of that config apply (big_vision's pos_embedding has a [CLS] slot or not)."""
     patterns = []
     for group, renames in (("backbone", naming.backbone), ("head", naming.head)):
         for r in renames:
+            if not _applies(r, config):
+                continue
             for leaf in KINDS[r.kind]:
                 their = _their_key(r.theirs, leaf, naming.sep)
                 regex = re.escape(their).replace(re.escape("{i}"), r"(\d+)")
@@ -373,6 +519,8 @@ def their_names(naming: Naming, config: ViTConfig, with_head: bool) -> dict[str,
     for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix),
                             (naming.head if with_head else (), "", "")):
         for r in renames:
+            if not _applies(r, config):
+                continue
             for i in (range(config.num_hidden_layers) if "{i}" in r.theirs else [0]):
                 for leaf in KINDS[r.kind]:
                     their = tp + _their_key(r.theirs.format(i=i), leaf, naming.sep)
@@ -579,7 +727,7 @@ def naming_table() -> str:
     """Every naming's table as one markdown table (the README shows it; a test keeps it current):
     a row per canonical module, a column per naming, each cell their module path and kind."""
     namings = list(NAMINGS.values())
-    paths = [r.path for r in TABLE] + [HEAD.path]
+    paths = [r.path for r in TABLE + HEADS]
     cells: dict[tuple[str, str], str] = {}
     for n in namings:
         for r in n.backbone + n.head:
@@ -587,7 +735,8 @@ def naming_table() -> str:
                 stacked = f" (stacks {len(r.parts)})" if len(r.parts) > 1 else ""
                 prefix = n.backbone_prefix if r in n.backbone and n.backbone_prefix else ""
                 shown = f"[{prefix}]" if prefix else ""
-                cells[(p, n.name)] = f"`{shown}{r.theirs}` {r.kind}{stacked}"
+                cell = f"`{shown}{r.theirs}` {r.kind}{stacked}"
+                cells[(p, n.name)] = f"{cells[(p, n.name)]} or {cell}" if (p, n.name) in cells else cell
     lines = ["| canonical (torch) module | " + " | ".join(n.name for n in namings) + " |",
              "|---|" + "---|" * len(namings)]
     for p in paths:

@@ -73,3 +73,65 @@ def resize_state(state: dict[str, np.ndarray], config: ViTConfig, image_size: in
     state = dict(state)
     state[key] = resize_pos_embed(state[key], config.grid_size, new_config.grid_size)
     return state, new_config
+
+
+def _aa_cubic(x: float) -> float:
+    # the Keys kernel with a = -0.5, which PyTorch's antialiased bicubic path uses (as PIL does)
+    a, x = -0.5, abs(x)
+    if x < 1:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    if x < 2:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def bicubic_antialias_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) M with M @ x == F.interpolate(x, out_size, "bicubic", align_corners=False,
+    antialias=True) along one axis: the kernel widened by the scale when shrinking, taps outside
+    the input dropped and the rest renormalised (what HF Dinov2WithRegisters and timm's
+    dynamic_img_size call)."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
+    m = np.zeros((out_size, in_size), np.float64)
+    scale = in_size / out_size
+    support = 2.0 * scale if scale >= 1.0 else 2.0
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    for i in range(out_size):
+        centre = scale * (i + 0.5)
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), in_size)
+        w = np.array([_aa_cubic((j - centre + 0.5) * inv) for j in range(lo, hi)])
+        m[i, lo:hi] = w / w.sum()
+    m.setflags(write=False)
+    return m
+
+
+def resampling_matrices(grid: tuple[int, int], new_grid: tuple[int, int], method: str
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The (rows, columns) matrices that move a position table from `grid` to `new_grid`."""
+    if method == "bicubic":
+        fn = bicubic_matrix
+    elif method == "bicubic_antialias":
+        fn = bicubic_antialias_matrix
+    else:
+        raise ValueError(f"position_embedding_resampling must be 'bicubic' or 'bicubic_antialias', "
+                         f"got {method!r}")
+    return fn(grid[0], new_grid[0]), fn(grid[1], new_grid[1])
+
+
+@functools.lru_cache(maxsize=64)
+def sincos2d_table(grid: tuple[int, int], dim: int, temperature: float = 10_000.0) -> np.ndarray:
+    """big_vision's fixed position embeddings `posemb_sincos_2d`: (gh * gw, dim) float64, token
+    t = r * gw + c holding [sin(c w), cos(c w), sin(r w), cos(r w)], w_k = T ** -(k / (dim/4 - 1))."""
+    if dim % 4:
+        raise ValueError(f"sincos2d position embeddings need hidden_size divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = temperature ** -(np.arange(quarter, dtype=np.float64) / max(quarter - 1, 1))
+    rows, cols = np.meshgrid(np.arange(grid[0], dtype=np.float64),
+                             np.arange(grid[1], dtype=np.float64), indexing="ij")
+    c = cols.reshape(-1, 1) * omega
+    r = rows.reshape(-1, 1) * omega
+    table = np.concatenate([np.sin(c), np.cos(c), np.sin(r), np.cos(r)], axis=1)
+    table.setflags(write=False)
+    return table

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vit_common.config import AttentionImpl, ViTConfig
-from vit_common.resample import bicubic_matrix
+from vit_common.resample import resampling_matrices, sincos2d_table
 
 
 def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
@@ -62,8 +62,24 @@ def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
     elif hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
         # Google's checkpoints were trained with the tanh approximation
         return functools.partial(F.gelu, approximate="tanh")
+    elif hidden_act == "quick_gelu":
+        return lambda x: x * torch.sigmoid(1.702 * x)  # OpenAI CLIP's
     else:
         raise ValueError(f"unsupported hidden_act {hidden_act!r}")
+
+
+def _mlp_activation(config: ViTConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The MLP's nonlinearity on intermediate.dense's output: the activation, or SwiGLU's
+    silu(gate) * up on its [gate; up] halves."""
+    if config.mlp_type == "mlp":
+        return _activation(config.hidden_act)
+    elif config.mlp_type == "swiglu":
+        def swiglu(x: torch.Tensor) -> torch.Tensor:
+            gate, up = x.chunk(2, dim=-1)
+            return F.silu(gate) * up
+        return swiglu
+    else:
+        raise ValueError(f"unsupported mlp_type {config.mlp_type!r}")
 
 
 class _Float32LayerNorm(nn.LayerNorm):
@@ -83,7 +99,8 @@ class ViTPatchEmbeddings(nn.Module):
         super().__init__()
         self.pixel_shape = (config.num_channels, *config.image_hw)  # (C, H, W)
         self.patch_size = p = config.patch_size
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p)
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p,
+                                    bias=config.patch_bias)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         _check_pixels(self.pixel_shape, pixel_values, self.patch_size if interpolate_pos_encoding else None)
@@ -92,26 +109,53 @@ class ViTPatchEmbeddings(nn.Module):
 
 
 class ViTEmbeddings(nn.Module):
-    """Patch vectors with a [CLS] token in front and learned position embeddings added."""
+    """Patch vectors with the prefix tokens ([CLS], DIST, registers) in front and position
+    embeddings added (a learned table covering [CLS] and DIST or the patches only, or big_vision's
+    fixed sincos2d)."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
+        self.config = config
         self.grid_size = config.grid_size
-        self.cls_token = nn.Parameter(torch.empty(1, 1, config.hidden_size))
+        d = config.hidden_size
+        self.cls_token = nn.Parameter(torch.empty(1, 1, d)) if config.class_token else None
+        self.distillation_token = nn.Parameter(torch.empty(1, 1, d)) if config.distillation_token else None
+        self.register_tokens = (nn.Parameter(torch.empty(1, config.num_register_tokens, d))
+                                if config.num_register_tokens else None)
+        self.mask_token = nn.Parameter(torch.empty(1, d)) if config.mask_token else None
         self.patch_embeddings = ViTPatchEmbeddings(config)
-        self.position_embeddings = nn.Parameter(
-            torch.empty(1, config.num_patches + 1, config.hidden_size))
+        self.position_embeddings = (
+            nn.Parameter(torch.empty(1, config.num_patches + config.num_position_prefix, d))
+            if config.position_embedding_type == "learned" else None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """`interpolate_pos_encoding`: accept any image size that is a multiple of the patch size,
-        resampling the position embeddings bicubically to its patch grid (HF's option)."""
+        resampling the position embeddings to its patch grid (HF's option)."""
+        config = self.config
         x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, hidden)
+        b, _, d = x.shape
         p = self.patch_embeddings.patch_size
         grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
-        pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid)
-        x = torch.cat([cls, x], dim=1) + pos  # (B, N + 1, hidden)
+        kind = config.position_embedding_type
+        if kind == "learned":
+            pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid,
+                                    config.num_position_prefix, config.position_embedding_resampling)
+        elif kind == "sincos2d":
+            pos = torch.tensor(sincos2d_table(grid, d), dtype=x.dtype, device=x.device)[None]
+        elif kind == "none":
+            pos = None
+        else:
+            raise ValueError(f"unsupported position_embedding_type {kind!r}")
+        if pos is not None and config.num_position_prefix == 0:
+            x = x + pos  # the table covers the patches only (timm no_embed_class, big_vision)
+        prefix = [t.expand(b, -1, -1) for t in (self.cls_token, self.distillation_token) if t is not None]
+        x = torch.cat([*prefix, x], dim=1)  # (B, [CLS] [DIST] + N, hidden)
+        if pos is not None and config.num_position_prefix:
+            x = x + pos
+        if self.register_tokens is not None:  # registers after [CLS] / DIST, without positions
+            x = torch.cat([x[:, :len(prefix)], self.register_tokens.expand(b, -1, -1),
+                           x[:, len(prefix):]], dim=1)  # (B, prefix + N, hidden)
         return self.dropout(x)
 
 
@@ -127,21 +171,33 @@ class ViTSelfAttention(nn.Module):
         self.query = nn.Linear(d, d, bias=config.qkv_bias)
         self.key = nn.Linear(d, d, bias=config.qkv_bias)
         self.value = nn.Linear(d, d, bias=config.qkv_bias)
+        # timm's qk_norm: a LayerNorm over head_dim on every head's queries and keys
+        self.q_norm = _Float32LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
+        self.k_norm = _Float32LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _queries_keys(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k = self._split(self.query(x)), self._split(self.key(context))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)
+        return q, k
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
+        tokens), else from `x`."""
+        context = x if context is None else context
         b, n, _ = x.shape
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
-        context = self.attend(q, k, v, self.dropout)  # (B, heads, N, head_dim)
+        q, k = self._queries_keys(x, context)
+        context = self.attend(q, k, self._split(self.value(context)), self.dropout)  # (B, heads, N, head_dim)
         return context.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
-        return _attention_probs(self._split(self.query(x)), self._split(self.key(x)))
+        return _attention_probs(*self._queries_keys(x, x))
 
 
 class ViTSelfOutput(nn.Module):
@@ -164,36 +220,51 @@ class ViTAttention(nn.Module):
         self.attention = ViTSelfAttention(config, attention_impl)
         self.output = ViTSelfOutput(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.attention(x))
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.attention(x, context))
 
 
 class ViTIntermediate(nn.Module):
-    """The MLP's first half: hidden -> intermediate, then the activation."""
+    """The MLP's first half: hidden -> intermediate, then the activation (SwiGLU: hidden ->
+    [gate; up], twice the width, then silu(gate) * up)."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = _activation(config.hidden_act)
+        width = config.intermediate_size * (2 if config.mlp_type == "swiglu" else 1)
+        self.dense = nn.Linear(config.hidden_size, width)
+        self.act = _mlp_activation(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.dense(x))
 
 
 class ViTOutput(nn.Module):
-    """The MLP's second half: intermediate -> hidden, dropout, plus the residual."""
+    """The MLP's second half: intermediate -> hidden, dropout, plus the residual when given."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.dense(x)) + residual
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.dropout(self.dense(x))
+        return x if residual is None else x + residual
+
+
+class ViTLayerScale(nn.Module):
+    """LayerScale: a learned per-channel scale on a residual branch (DINOv2, CaiT)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.empty(config.hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.lambda1
 
 
 class ViTLayer(nn.Module):
-    """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h))."""
+    """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h)); with LayerScale
+    each branch is scaled per channel before it is added."""
 
     def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
@@ -202,11 +273,16 @@ class ViTLayer(nn.Module):
         self.output = ViTOutput(config)
         self.layernorm_before = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.layernorm_after = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_scale1 = ViTLayerScale(config) if config.layer_scale else None
+        self.layer_scale2 = ViTLayerScale(config) if config.layer_scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
-        h = x + self.attention(self.layernorm_before(x))
-        return self.output(self.intermediate(self.layernorm_after(h)), h)
+        if self.layer_scale1 is None:
+            h = x + self.attention(self.layernorm_before(x))
+            return self.output(self.intermediate(self.layernorm_after(h)), h)
+        h = x + self.layer_scale1(self.attention(self.layernorm_before(x)))
+        return h + self.layer_scale2(self.output(self.intermediate(self.layernorm_after(h))))
 
     def attention_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
@@ -227,39 +303,83 @@ class ViTEncoder(nn.Module):
         return x
 
 
+class ViTAttentionPool(nn.Module):
+    """Multihead attention pooling (SigLIP, big_vision MAPHead, timm global_pool='map'): a learned
+    probe attends over the tokens, then x + MLP(LN(x)); no residual around the attention."""
+
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+        super().__init__()
+        self.probe = nn.Parameter(torch.empty(1, 1, config.hidden_size))
+        # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm
+        self.attention = ViTAttention(config.replace(qk_norm=False, qkv_bias=True), attention_impl)
+        self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.intermediate = ViTIntermediate(config.replace(mlp_type="mlp"))
+        self.output = ViTOutput(config)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        probe = self.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)  # (B, 1, hidden)
+        x = _at_least_f32(self.attention(probe, tokens))
+        return self.output(self.intermediate(self.layernorm(x)), x)[:, 0]  # (B, hidden)
+
+
 class VisionTransformer(nn.Module):
-    """pixels (B, C, H, W) -> the [CLS] token after the final LayerNorm, (B, hidden)."""
+    """pixels (B, C, H, W) -> the family's pooled embedding (B, hidden): the [CLS] token after the
+    final LayerNorm for ViT and DINOv2, (CLS + DIST) / 2 for distilled DeiT, the normalised pooled
+    token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP)."""
 
     def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
         self.config = config
         self.embeddings = ViTEmbeddings(config)
+        self.pre_layernorm = (_Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                              if config.pre_norm else None)
         self.encoder = ViTEncoder(config, attention_impl)
         self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention_pool = ViTAttentionPool(config, attention_impl) if config.pooling == "map" else None
         self.apply(functools.partial(init_weights, config))
+
+    def _embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> torch.Tensor:
+        x = self.embeddings(pixel_values, interpolate_pos_encoding)
+        return x if self.pre_layernorm is None else self.pre_layernorm(x)
 
     def forward_features(self, pixel_values: torch.Tensor,
                          interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
-        return self.layernorm(self.encoder(self.embeddings(pixel_values, interpolate_pos_encoding)))
+        """Every token, prefix tokens first: (B, prefix + N, hidden), after the final LayerNorm
+        when it sits on the tokens (as the source's last_hidden_state / forward_features)."""
+        x = self.encoder(self._embed(pixel_values, interpolate_pos_encoding))
+        return self.layernorm(x) if self.config.final_norm == "tokens" else x
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """forward_features' tokens -> the pooled embedding (B, hidden)."""
+        config = self.config
+        if config.pooling == "cls":
+            pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
+        elif config.pooling == "gap":
+            pooled = tokens[:, config.num_prefix_tokens:].mean(dim=1)
+        elif config.pooling == "map":
+            pooled = self.attention_pool(tokens)
+        else:
+            raise ValueError(f"unsupported pooling {config.pooling!r}")
+        return self.layernorm(pooled) if config.final_norm == "pooled" else pooled
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        return self.forward_features(pixel_values, interpolate_pos_encoding)[:, 0]  # (B, hidden)
+        return self.pool(self.forward_features(pixel_values, interpolate_pos_encoding))  # (B, hidden)
 
     def attention_maps(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
                        layer: int = -1) -> torch.Tensor:
-        """The attention probabilities of one layer (the last by default): (B, heads, N + 1, N + 1),
-        [CLS] first, computed by the layers themselves."""
+        """The attention probabilities of one layer (the last by default): (B, heads, T, T) over
+        the T tokens of forward_features, computed by the layers themselves."""
         layers = list(self.encoder.layer)
         index = range(len(layers))[layer]  # IndexError for a layer the model does not have
-        x = self.embeddings(pixel_values, interpolate_pos_encoding)
+        x = self._embed(pixel_values, interpolate_pos_encoding)
         for block in layers[:index]:
             x = block(x)
         return layers[index].attention_probabilities(x)
 
 
 class ViTForImageClassification(nn.Module):
-    """VisionTransformer plus a linear classifier on the [CLS] token: logits (B, num_labels)."""
+    """VisionTransformer plus a linear classifier on its pooled embedding: logits (B, num_labels).
+    Distilled DeiT has a second head on the DIST token; the logits are the two heads' average."""
 
     def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
@@ -269,10 +389,17 @@ class ViTForImageClassification(nn.Module):
         self.config = config
         self.vit = VisionTransformer(config, attention_impl)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        init_weights(config, self.classifier)
+        self.distillation_classifier = (nn.Linear(config.hidden_size, config.num_labels)
+                                        if config.distillation_token else None)
+        for head in (self.classifier, self.distillation_classifier):
+            if head is not None:
+                init_weights(config, head)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        return self.classifier(self.vit(pixel_values, interpolate_pos_encoding))
+        if self.distillation_classifier is None:
+            return self.classifier(self.vit(pixel_values, interpolate_pos_encoding))
+        tokens = self.vit.forward_features(pixel_values, interpolate_pos_encoding)
+        return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
 
 
 def init_weights(config: ViTConfig, module: nn.Module) -> None:
@@ -286,21 +413,31 @@ def init_weights(config: ViTConfig, module: nn.Module) -> None:
         module.weight.data.fill_(1.0)
         module.bias.data.zero_()
     elif isinstance(module, ViTEmbeddings):
-        _trunc_normal(module.cls_token.data, std)
-        _trunc_normal(module.position_embeddings.data, std)
+        for p in (module.cls_token, module.distillation_token, module.register_tokens,
+                  module.position_embeddings):
+            if p is not None:
+                _trunc_normal(p.data, std)
+        if module.mask_token is not None:
+            module.mask_token.data.zero_()
+    elif isinstance(module, ViTLayerScale):
+        module.lambda1.data.fill_(config.layerscale_value)
+    elif isinstance(module, ViTAttentionPool):
+        _trunc_normal(module.probe.data, std)
 
 
-def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
-    """(1, 1 + gh*gw, D) position embeddings resampled to another patch grid, [CLS] slot kept:
-    PyTorch's bicubic interpolation as two matrices (vit_common.resample), shared with vit_flax."""
+def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int],
+                      num_prefix: int, method: str) -> torch.Tensor:
+    """(1, prefix + gh*gw, D) position embeddings resampled to another patch grid, the prefix slots
+    kept: PyTorch's bicubic interpolation (plain or antialiased) as two matrices
+    (vit_common.resample), shared with vit_flax."""
     if new_grid == tuple(grid):
         return pos
-    mh = torch.tensor(bicubic_matrix(grid[0], new_grid[0]), dtype=pos.dtype, device=pos.device)
-    mw = torch.tensor(bicubic_matrix(grid[1], new_grid[1]), dtype=pos.dtype, device=pos.device)
-    patches = pos[0, 1:].reshape(grid[0], grid[1], -1)  # (gh, gw, D)
+    mh, mw = (torch.tensor(m, dtype=pos.dtype, device=pos.device)
+              for m in resampling_matrices(grid, new_grid, method))
+    patches = pos[0, num_prefix:].reshape(grid[0], grid[1], -1)  # (gh, gw, D)
     patches = torch.einsum("ih,hwd->iwd", mh, patches)
     patches = torch.einsum("jw,iwd->ijd", mw, patches)  # (new_gh, new_gw, D)
-    return torch.cat([pos[:, :1], patches.reshape(1, -1, pos.shape[-1])], dim=1)
+    return torch.cat([pos[:, :num_prefix], patches.reshape(1, -1, pos.shape[-1])], dim=1)
 
 
 def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor,
