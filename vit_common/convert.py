@@ -253,7 +253,8 @@ HF = Naming("hf", _identity({"linear": "copy", "conv": "copy", "norm": "copy"}),
             (Rename("classifier", "classifier"),), backbone_prefix="vit.",
             markers=("embeddings.patch_embeddings.projection.weight",))
 # HF's Flax ViT tree, flattened with "/": same module names, Flax leaves
-FLAX = Naming("flax", _identity(sep="/"), (Rename("classifier", "classifier", "linear"),),
+FLAX = Naming("flax", _identity(sep="/"), (Rename("classifier", "classifier", "linear"),
+                                            Rename("distillation_classifier", "distillation_classifier", "linear")),
               sep="/", backbone_prefix="vit/", markers=("embeddings/patch_embeddings/projection/kernel",))
 _HF_COPY: dict[Kind, Kind] = {"linear": "copy", "conv": "copy", "norm": "copy"}
 # HF DeiT: ViT's names under "deit.", the two heads named for their tokens

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vit_common.resample import bicubic_matrix
+from vit_common.config import ViTConfig
+from vit_common.resample import resampling_matrices, sincos2d_table
 from vit_flax.module_base import ModuleList, ViTModule
 
 
@@ -70,8 +71,24 @@ def _activation(hidden_act: str) -> Callable[[jax.Array], jax.Array]:
     elif hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
         # Google's checkpoints were trained with the tanh approximation
         return lambda x: nn.gelu(x, approximate=True)
+    elif hidden_act == "quick_gelu":
+        return lambda x: x * jax.nn.sigmoid(1.702 * x)  # OpenAI CLIP's
     else:
         raise ValueError(f"unsupported hidden_act {hidden_act!r}")
+
+
+def _mlp_activation(config: ViTConfig) -> Callable[[jax.Array], jax.Array]:
+    """The MLP's nonlinearity on intermediate.dense's output: the activation, or SwiGLU's
+    silu(gate) * up on its [gate; up] halves."""
+    if config.mlp_type == "mlp":
+        return _activation(config.hidden_act)
+    elif config.mlp_type == "swiglu":
+        def swiglu(x: jax.Array) -> jax.Array:
+            gate, up = jnp.split(x, 2, axis=-1)
+            return jax.nn.silu(gate) * up
+        return swiglu
+    else:
+        raise ValueError(f"unsupported mlp_type {config.mlp_type!r}")
 
 
 def _dense(m: ViTModule, features: int, use_bias: bool = True) -> nn.Dense:
@@ -105,7 +122,7 @@ class ViTPatchEmbeddings(ViTModule):
         self.patch_size = p = config.patch_size
         self.projection = nn.Conv(
             config.hidden_size, kernel_size=(p, p), strides=(p, p), padding="VALID",
-            dtype=self.dtype, param_dtype=self.param_dtype,
+            use_bias=config.patch_bias, dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=_trunc_normal(config.initializer_range), bias_init=jax.nn.initializers.zeros)
 
     def __call__(self, pixel_values: jax.Array, interpolate_pos_encoding: bool = False) -> jax.Array:
@@ -116,29 +133,61 @@ class ViTPatchEmbeddings(ViTModule):
 
 
 class ViTEmbeddings(ViTModule):
-    """Patch vectors with a [CLS] token in front and learned position embeddings added."""
+    """Patch vectors with the prefix tokens ([CLS], DIST, registers) in front and position
+    embeddings added (a learned table covering [CLS] and DIST or the patches only, or big_vision's
+    fixed sincos2d)."""
 
     def setup(self) -> None:
         config = self.config
         self.grid_size = config.grid_size
+        d = config.hidden_size
         init = _trunc_normal(config.initializer_range)
-        self.cls_token = self.param("cls_token", init, (1, 1, config.hidden_size), self.param_dtype)
+        self.cls_token = (self.param("cls_token", init, (1, 1, d), self.param_dtype)
+                          if config.class_token else None)
+        self.distillation_token = (self.param("distillation_token", init, (1, 1, d), self.param_dtype)
+                                   if config.distillation_token else None)
+        self.register_tokens = (
+            self.param("register_tokens", init, (1, config.num_register_tokens, d), self.param_dtype)
+            if config.num_register_tokens else None)
+        self.mask_token = (self.param("mask_token", jax.nn.initializers.zeros, (1, d), self.param_dtype)
+                           if config.mask_token else None)
         self.patch_embeddings = ViTPatchEmbeddings(**self.module_args)
-        self.position_embeddings = self.param(
-            "position_embeddings", init, (1, config.num_patches + 1, config.hidden_size),
-            self.param_dtype)
+        self.position_embeddings = (
+            self.param("position_embeddings", init, (1, config.num_patches + config.num_position_prefix, d),
+                       self.param_dtype)
+            if config.position_embedding_type == "learned" else None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
         """`interpolate_pos_encoding`: accept any image size that is a multiple of the patch size,
-        resampling the position embeddings bicubically to its patch grid (HF's option)."""
+        resampling the position embeddings to its patch grid (HF's option)."""
+        config = self.config
         x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
-        cls = jnp.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+        b, _, d = x.shape
         p = self.patch_embeddings.patch_size
         grid = (pixel_values.shape[1] // p, pixel_values.shape[2] // p)
-        pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid)
-        x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)  # (B, N + 1, hidden)
+        kind = config.position_embedding_type
+        if kind == "learned":
+            pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid,
+                                    config.num_position_prefix, config.position_embedding_resampling)
+        elif kind == "sincos2d":
+            pos = jnp.asarray(sincos2d_table(grid, d), x.dtype)[None]
+        elif kind == "none":
+            pos = None
+        else:
+            raise ValueError(f"unsupported position_embedding_type {kind!r}")
+        if pos is not None and config.num_position_prefix == 0:
+            x = x + pos.astype(x.dtype)  # the table covers the patches only (timm no_embed_class, big_vision)
+        prefix = [jnp.broadcast_to(t.astype(x.dtype), (b, 1, d))
+                  for t in (self.cls_token, self.distillation_token) if t is not None]
+        x = jnp.concatenate([*prefix, x], axis=1)  # (B, [CLS] [DIST] + N, hidden)
+        if pos is not None and config.num_position_prefix:
+            x = x + pos.astype(x.dtype)
+        if self.register_tokens is not None:  # registers after [CLS] / DIST, without positions
+            registers = jnp.broadcast_to(self.register_tokens.astype(x.dtype), (b, *self.register_tokens.shape[1:]))
+            x = jnp.concatenate([x[:, :len(prefix)], registers, x[:, len(prefix):]],
+                                axis=1)  # (B, prefix + N, hidden)
         return self.dropout(x, deterministic=not train)
 
 
@@ -154,21 +203,33 @@ class ViTSelfAttention(ViTModule):
         self.query = _dense(self, d, use_bias=config.qkv_bias)
         self.key = _dense(self, d, use_bias=config.qkv_bias)
         self.value = _dense(self, d, use_bias=config.qkv_bias)
+        # timm's qk_norm: a LayerNorm over head_dim on every head's queries and keys
+        self.q_norm = _layernorm(self) if config.qk_norm else None
+        self.k_norm = _layernorm(self) if config.qk_norm else None
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def _split(self, t: jax.Array) -> jax.Array:
         b, n, _ = t.shape
         return t.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def _queries_keys(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+        q, k = self._split(self.query(x)), self._split(self.key(context))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q).astype(q.dtype), self.k_norm(k).astype(k.dtype)
+        return q, k
+
+    def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None) -> jax.Array:
+        """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
+        tokens), else from `x`."""
+        context = x if context is None else context
         b, n, _ = x.shape
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
-        context = self.attend(q, k, v, self.dropout, train)  # (B, heads, N, head_dim)
+        q, k = self._queries_keys(x, context)
+        context = self.attend(q, k, self._split(self.value(context)), self.dropout, train)  # (B, heads, N, head_dim)
         return context.transpose(0, 2, 1, 3).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
 
     def probabilities(self, x: jax.Array) -> jax.Array:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
-        return _attention_probs(self._split(self.query(x)), self._split(self.key(x)))
+        return _attention_probs(*self._queries_keys(x, x))
 
 
 class ViTSelfOutput(ViTModule):
@@ -189,34 +250,50 @@ class ViTAttention(ViTModule):
         self.attention = ViTSelfAttention(**self.module_args)
         self.output = ViTSelfOutput(**self.module_args)
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return self.output(self.attention(x, train), train)
+    def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None) -> jax.Array:
+        return self.output(self.attention(x, train, context), train)
 
 
 class ViTIntermediate(ViTModule):
-    """The MLP's first half: hidden -> intermediate, then the activation."""
+    """The MLP's first half: hidden -> intermediate, then the activation (SwiGLU: hidden ->
+    [gate; up], twice the width, then silu(gate) * up)."""
 
     def setup(self) -> None:
-        self.dense = _dense(self, self.config.intermediate_size)
-        self.act = _activation(self.config.hidden_act)
+        config = self.config
+        width = config.intermediate_size * (2 if config.mlp_type == "swiglu" else 1)
+        self.dense = _dense(self, width)
+        self.act = _mlp_activation(config)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.act(self.dense(x))
 
 
 class ViTOutput(ViTModule):
-    """The MLP's second half: intermediate -> hidden, dropout, plus the residual."""
+    """The MLP's second half: intermediate -> hidden, dropout, plus the residual when given."""
 
     def setup(self) -> None:
         self.dense = _dense(self, self.config.hidden_size)
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
 
-    def __call__(self, x: jax.Array, residual: jax.Array, train: bool = False) -> jax.Array:
-        return self.dropout(self.dense(x), deterministic=not train) + residual
+    def __call__(self, x: jax.Array, residual: jax.Array | None = None, train: bool = False) -> jax.Array:
+        x = self.dropout(self.dense(x), deterministic=not train)
+        return x if residual is None else x + residual
+
+
+class ViTLayerScale(ViTModule):
+    """LayerScale: a learned per-channel scale on a residual branch (DINOv2, CaiT)."""
+
+    def setup(self) -> None:
+        self.lambda1 = self.param("lambda1", jax.nn.initializers.constant(self.config.layerscale_value),
+                                  (self.config.hidden_size,), self.param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.lambda1
 
 
 class ViTLayer(ViTModule):
-    """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h))."""
+    """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h)); with LayerScale
+    each branch is scaled per channel before it is added."""
 
     def setup(self) -> None:
         self.attention = ViTAttention(**self.module_args)
@@ -224,11 +301,16 @@ class ViTLayer(ViTModule):
         self.output = ViTOutput(**self.module_args)
         self.layernorm_before = _layernorm(self)
         self.layernorm_after = _layernorm(self)
+        self.layer_scale1 = ViTLayerScale(**self.module_args) if self.config.layer_scale else None
+        self.layer_scale2 = ViTLayerScale(**self.module_args) if self.config.layer_scale else None
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
-        h = x + self.attention(self.layernorm_before(x), train)
-        return self.output(self.intermediate(self.layernorm_after(h)), h, train)
+        if self.layer_scale1 is None:
+            h = x + self.attention(self.layernorm_before(x), train)
+            return self.output(self.intermediate(self.layernorm_after(h)), h, train)
+        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), train))
+        return h + self.layer_scale2(self.output(self.intermediate(self.layernorm_after(h)), None, train))
 
     def attention_probabilities(self, x: jax.Array) -> jax.Array:
         """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
@@ -249,38 +331,83 @@ class ViTEncoder(ViTModule):
         return x
 
 
-class VisionTransformer(ViTModule):
-    """pixels (B, H, W, C) -> the [CLS] token after the final LayerNorm, (B, hidden)."""
+class ViTAttentionPool(ViTModule):
+    """Multihead attention pooling (SigLIP, big_vision MAPHead, timm global_pool='map'): a learned
+    probe attends over the tokens, then x + MLP(LN(x)); no residual around the attention."""
 
     def setup(self) -> None:
+        config = self.config
+        self.probe = self.param("probe", _trunc_normal(config.initializer_range),
+                                (1, 1, config.hidden_size), self.param_dtype)
+        # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm
+        self.attention = ViTAttention(**{**self.module_args,
+                                         "config": config.replace(qk_norm=False, qkv_bias=True)})
+        self.layernorm = _layernorm(self)
+        self.intermediate = ViTIntermediate(**{**self.module_args, "config": config.replace(mlp_type="mlp")})
+        self.output = ViTOutput(**self.module_args)
+
+    def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+        probe = jnp.broadcast_to(self.probe.astype(tokens.dtype), (tokens.shape[0], 1, tokens.shape[2]))  # (B, 1, hidden)
+        x = _at_least_f32(self.attention(probe, train, tokens))
+        return self.output(self.intermediate(self.layernorm(x)), x, train)[:, 0]  # (B, hidden)
+
+
+class VisionTransformer(ViTModule):
+    """pixels (B, H, W, C) -> the family's pooled embedding (B, hidden): the [CLS] token after the
+    final LayerNorm for ViT and DINOv2, (CLS + DIST) / 2 for distilled DeiT, the normalised pooled
+    token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP)."""
+
+    def setup(self) -> None:
+        config = self.config
         self.embeddings = ViTEmbeddings(**self.module_args)
+        self.pre_layernorm = _layernorm(self) if config.pre_norm else None
         self.encoder = ViTEncoder(**self.module_args)
         self.layernorm = _layernorm(self)
+        self.attention_pool = ViTAttentionPool(**self.module_args) if config.pooling == "map" else None
+
+    def _embed(self, pixel_values: jax.Array, train: bool, interpolate_pos_encoding: bool) -> jax.Array:
+        x = self.embeddings(pixel_values, train, interpolate_pos_encoding)
+        return x if self.pre_layernorm is None else self.pre_layernorm(x)
 
     def forward_features(self, pixel_values: jax.Array, train: bool = False,
                          interpolate_pos_encoding: bool = False) -> jax.Array:
-        """Every token after the final LayerNorm: (B, N + 1, hidden), [CLS] first."""
-        x = self.embeddings(pixel_values, train, interpolate_pos_encoding)
-        return self.layernorm(self.encoder(x, train)).astype(self.dtype)
+        """Every token, prefix tokens first: (B, prefix + N, hidden), after the final LayerNorm
+        when it sits on the tokens (as the source's last_hidden_state / forward_features)."""
+        x = self.encoder(self._embed(pixel_values, train, interpolate_pos_encoding), train)
+        return (self.layernorm(x) if self.config.final_norm == "tokens" else x).astype(self.dtype)
+
+    def pool(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+        """forward_features' tokens -> the pooled embedding (B, hidden)."""
+        config = self.config
+        if config.pooling == "cls":
+            pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
+        elif config.pooling == "gap":
+            pooled = tokens[:, config.num_prefix_tokens:].mean(axis=1)
+        elif config.pooling == "map":
+            pooled = self.attention_pool(tokens, train)
+        else:
+            raise ValueError(f"unsupported pooling {config.pooling!r}")
+        return (self.layernorm(pooled) if config.final_norm == "pooled" else pooled).astype(self.dtype)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
-        return self.forward_features(pixel_values, train, interpolate_pos_encoding)[:, 0]  # (B, hidden)
+        return self.pool(self.forward_features(pixel_values, train, interpolate_pos_encoding), train)  # (B, hidden)
 
     def attention_maps(self, pixel_values: jax.Array, interpolate_pos_encoding: bool = False,
                        layer: int = -1) -> jax.Array:
-        """The attention probabilities of one layer (the last by default): (B, heads, N + 1, N + 1),
-        [CLS] first, computed by the layers themselves."""
+        """The attention probabilities of one layer (the last by default): (B, heads, T, T) over
+        the T tokens of forward_features, computed by the layers themselves."""
         layers = list(self.encoder.layer)
         index = range(len(layers))[layer]  # IndexError for a layer the model does not have
-        x = self.embeddings(pixel_values, False, interpolate_pos_encoding)
+        x = self._embed(pixel_values, False, interpolate_pos_encoding)
         for block in layers[:index]:
             x = block(x)
         return layers[index].attention_probabilities(x)
 
 
 class ViTForImageClassification(ViTModule):
-    """VisionTransformer plus a linear classifier on the [CLS] token: logits (B, num_labels)."""
+    """VisionTransformer plus a linear classifier on its pooled embedding: logits (B, num_labels).
+    Distilled DeiT has a second head on the DIST token; the logits are the two heads' average."""
 
     def setup(self) -> None:
         if self.config.num_labels < 1:
@@ -288,23 +415,29 @@ class ViTForImageClassification(ViTModule):
                              f"{self.config.num_labels}; use VisionTransformer for embeddings")
         self.vit = VisionTransformer(**self.module_args)
         self.classifier = _dense(self, self.config.num_labels)
+        self.distillation_classifier = (_dense(self, self.config.num_labels)
+                                        if self.config.distillation_token else None)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
-        return self.classifier(self.vit(pixel_values, train, interpolate_pos_encoding))
+        if self.distillation_classifier is None:
+            return self.classifier(self.vit(pixel_values, train, interpolate_pos_encoding))
+        tokens = self.vit.forward_features(pixel_values, train, interpolate_pos_encoding)
+        return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
 
 
-def _resize_pos_embed(pos: jax.Array, grid: tuple[int, int], new_grid: tuple[int, int]) -> jax.Array:
-    """(1, 1 + gh*gw, D) position embeddings resampled to another patch grid, [CLS] slot kept:
-    PyTorch's bicubic interpolation as two matrices (vit_common.resample), shared with vit_torch."""
+def _resize_pos_embed(pos: jax.Array, grid: tuple[int, int], new_grid: tuple[int, int],
+                      num_prefix: int, method: str) -> jax.Array:
+    """(1, prefix + gh*gw, D) position embeddings resampled to another patch grid, the prefix slots
+    kept: PyTorch's bicubic interpolation (plain or antialiased) as two matrices
+    (vit_common.resample), shared with vit_torch."""
     if new_grid == tuple(grid):
         return pos
-    mh = jnp.asarray(bicubic_matrix(grid[0], new_grid[0]), pos.dtype)  # (new_gh, gh)
-    mw = jnp.asarray(bicubic_matrix(grid[1], new_grid[1]), pos.dtype)  # (new_gw, gw)
-    patches = pos[0, 1:].reshape(grid[0], grid[1], -1)  # (gh, gw, D)
+    mh, mw = (jnp.asarray(m, pos.dtype) for m in resampling_matrices(grid, new_grid, method))
+    patches = pos[0, num_prefix:].reshape(grid[0], grid[1], -1)  # (gh, gw, D)
     patches = jnp.einsum("ih,hwd->iwd", mh, patches)
     patches = jnp.einsum("jw,iwd->ijd", mw, patches)  # (new_gh, new_gw, D)
-    return jnp.concatenate([pos[:, :1], patches.reshape(1, -1, pos.shape[-1])], axis=1)
+    return jnp.concatenate([pos[:, :num_prefix], patches.reshape(1, -1, pos.shape[-1])], axis=1)
 
 
 def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array,
