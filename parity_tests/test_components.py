@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from parity_tests.twins import (
+    ALL_CONFIGS,
     TINY_CONFIGS,
     TOLERANCE,
     Twin,
@@ -28,15 +29,15 @@ DIRECTIONS = ("torch->flax", "flax->torch")
 
 @functools.lru_cache(maxsize=None)
 def twin(config_name: str, dtype: str, direction: str) -> Twin:
-    return make_twin(TINY_CONFIGS[config_name], dtype, direction)  # type: ignore[arg-type]
+    return make_twin(ALL_CONFIGS[config_name], dtype, direction)  # type: ignore[arg-type]
 
 
 def _hidden(t: Twin) -> tuple[int, int, int]:
-    return (2, t.config.num_patches + 1, t.config.hidden_size)  # (B, N + 1, hidden)
+    return (2, t.config.num_patches + t.config.num_prefix_tokens, t.config.hidden_size)  # (B, T, hidden)
 
 
 def _mlp(t: Twin) -> tuple[int, int, int]:
-    return (2, t.config.num_patches + 1, t.config.intermediate_size)
+    return (2, t.config.num_patches + t.config.num_prefix_tokens, t.config.intermediate_size)
 
 
 # component name -> (torch module, flax bound module, inputs as (torch args, flax args))
@@ -68,17 +69,24 @@ COMPONENTS: dict[str, tuple[Callable[[Any], Any], Inputs]] = {
     "ViTAttention": (lambda m: m.vit.encoder.layer[0].attention, _one(_tokens(_hidden))),
     "ViTIntermediate": (lambda m: m.vit.encoder.layer[0].intermediate, _one(_tokens(_hidden))),
     "ViTOutput": (lambda m: m.vit.encoder.layer[0].output, _output_inputs),
+    "ViTLayerScale": (lambda m: m.vit.encoder.layer[0].layer_scale2, _one(_tokens(_hidden))),
     "ViTLayer": (lambda m: m.vit.encoder.layer[-1], _one(_tokens(_hidden))),
     "ViTEncoder": (lambda m: m.vit.encoder, _one(_tokens(_hidden))),
+    "ViTAttentionPool": (lambda m: m.vit.attention_pool, _one(_tokens(_hidden))),
     "VisionTransformer": (lambda m: m.vit, _one(_pixels)),
     "ViTForImageClassification": (lambda m: m, _one(_pixels)),
 }
 
 
+# components only some configs have
+NEEDS = {"ViTLayerScale": lambda c: c.layer_scale, "ViTAttentionPool": lambda c: c.pooling == "map"}
+CASES = [(component, name) for component in COMPONENTS for name, c in ALL_CONFIGS.items()
+         if NEEDS.get(component, lambda c: True)(c)]
+
+
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("config_name", list(TINY_CONFIGS))
-@pytest.mark.parametrize("component", list(COMPONENTS))
+@pytest.mark.parametrize(("component", "config_name"), CASES)
 def test_component_parity(component: str, config_name: str, dtype: str, direction: str) -> None:
     t = twin(config_name, dtype, direction)
     get, make_inputs = COMPONENTS[component]
@@ -93,7 +101,7 @@ def test_component_parity(component: str, config_name: str, dtype: str, directio
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("config_name", list(TINY_CONFIGS))
+@pytest.mark.parametrize("config_name", list(ALL_CONFIGS))
 def test_forward_features_parity(config_name: str, dtype: str) -> None:
     """All tokens after the final LayerNorm, not just [CLS]: catches a wrong patch order."""
     t = twin(config_name, dtype, "torch->flax")

@@ -39,6 +39,38 @@ TINY_CONFIGS: dict[str, ViTConfig] = {
                               layer_norm_eps=1e-6, num_labels=4),
 }
 
+# The family switches, every value of each in at least one tiny config
+FAMILY_CONFIGS: dict[str, ViTConfig] = {
+    "dinov2reg-swiglu-qknorm": ViTConfig(
+        hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=24,
+        image_size=(16, 28), patch_size=4, layer_norm_eps=1e-6, num_labels=3, num_register_tokens=2,
+        layer_scale=True, layerscale_value=0.5, mask_token=True, mlp_type="swiglu", qk_norm=True,
+        position_embedding_resampling="bicubic_antialias"),
+    "deit-distilled-tanh": ViTConfig(
+        hidden_size=48, num_attention_heads=3, num_hidden_layers=2, intermediate_size=96,
+        image_size=24, patch_size=6, hidden_act="gelu_new", layer_norm_eps=1e-6, num_labels=5,
+        distillation_token=True),
+    "siglip-map-noqkvbias": ViTConfig(
+        hidden_size=48, num_attention_heads=3, num_hidden_layers=2, intermediate_size=72,
+        image_size=(18, 12), patch_size=6, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+        qkv_bias=False, num_labels=4, class_token=False, pooling="map",
+        position_embedding_covers_prefix=False),
+    "clip-prenorm-pooled": ViTConfig(
+        hidden_size=24, num_attention_heads=2, num_hidden_layers=2, intermediate_size=40,
+        image_size=15, patch_size=3, hidden_act="quick_gelu", layer_norm_eps=1e-5, num_labels=2,
+        pre_norm=True, patch_bias=False, final_norm="pooled"),
+    "bigvision-sincos-gap-reg": ViTConfig(
+        hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=48,
+        image_size=(12, 20), patch_size=4, hidden_act="gelu_new", layer_norm_eps=1e-6,
+        num_labels=3, num_register_tokens=1, position_embedding_type="sincos2d", pooling="gap",
+        final_norm="pooled"),
+    "nopos-map-cls": ViTConfig(
+        hidden_size=24, num_attention_heads=3, num_hidden_layers=1, intermediate_size=32,
+        image_size=12, patch_size=4, num_labels=2, position_embedding_type="none", pooling="map",
+        qk_norm=True),
+}
+ALL_CONFIGS: dict[str, ViTConfig] = {**TINY_CONFIGS, **FAMILY_CONFIGS}
+
 
 @dataclasses.dataclass
 class Twin:
@@ -67,10 +99,31 @@ def perturb_torch(model: torch.nn.Module, seed: int, vectors_only: bool = False)
 
 
 def perturb_flax(params: Any, seed: int) -> Any:
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [p + 0.1 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+    """0.1 * N(0, 1) added to every leaf, drawn in numpy (eager jax.random compiles once per shape,
+    seconds for a tiny model)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda p: jnp.asarray(np.asarray(p) + 0.1 * rng.standard_normal(p.shape).astype(p.dtype)), params)
+
+
+def flax_init_values(shapes: Any, config: ViTConfig, seed: int) -> Any:
+    """Init-like values for a tree of shapes: LayerNorm scales 1, LayerScale its value, biases 0,
+    everything else N(0, initializer_range^2)."""
+    rng = np.random.default_rng(seed + 1000)
+
+    def value(path: Any, leaf: Any) -> jax.Array:
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "scale":
+            v = np.ones(leaf.shape)
+        elif name == "lambda1":
+            v = np.full(leaf.shape, config.layerscale_value)
+        elif name == "bias":
+            v = np.zeros(leaf.shape)
+        else:
+            v = config.initializer_range * rng.standard_normal(leaf.shape)
+        return jnp.asarray(v.astype(leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(value, shapes)
 
 
 def make_twin(config: ViTConfig, dtype: str, direction: Direction, seed: int = 0) -> Twin:
@@ -83,8 +136,10 @@ def make_twin(config: ViTConfig, dtype: str, direction: Direction, seed: int = 0
         params = jax.tree_util.tree_map(jnp.asarray, torch_to_flax(pt.state_dict(), config))
     elif direction == "flax->torch":
         h, w = config.image_hw
-        params = fx.init(jax.random.key(seed), jnp.zeros((1, h, w, config.num_channels), jax_dtype))
-        params = perturb_flax(params["params"], seed)
+        # the tree's shapes from flax, values drawn in numpy at init's scales (linen's init run op
+        # by op dispatches and compiles hundreds of tiny ops: seconds per twin)
+        shapes = jax.eval_shape(fx.init, jax.random.key(seed), jnp.zeros((1, h, w, config.num_channels), jax_dtype))
+        params = perturb_flax(flax_init_values(shapes["params"], config, seed), seed)
         pt = vit_torch.ViTForImageClassification(config).to(torch_dtype).eval()
         vit_torch.load_numpy_state_dict(pt, flax_to_torch(params, config))
     else:
