@@ -215,6 +215,24 @@ class ViTConfig:
         fields.update(overrides)
         return cls(**fields)
 
+    # --- timm names ----------------------------------------------------------------------------
+    @classmethod
+    def from_timm(cls, model_name: str, **kwargs: Any) -> ViTConfig:
+        """The architecture `timm.create_model(model_name, **kwargs)` builds, for timm's
+        VisionTransformer / VisionTransformerDistilled names (vit_*, deit_*; DINOv2, CLIP, SigLIP,
+        gap and register variants) and kwargs (img_size, patch_size, embed_dim, depth, num_heads,
+        mlp_ratio, num_classes, qkv_bias, qk_norm, init_values, class_token, no_embed_class,
+        reg_tokens, pre_norm, fc_norm, global_pool, act_layer, ...). What the switches cannot
+        express (rope, Eva, max pooling, ...) is a ValueError naming it."""
+        if not isinstance(model_name, str):
+            raise ValueError(f"a timm model name is a str, got {type(model_name).__name__}")
+        args = _timm_model_args(model_name.split(".")[0])
+        args.update(kwargs)
+        try:
+            return cls(**_timm_fields(args), extra={"timm_model": model_name.split(".")[0]})
+        except TypeError as e:
+            raise ValueError(f"timm model {model_name!r}: {e}") from None
+
     # --- HF config.json ------------------------------------------------------------------------
     @classmethod
     def from_hf(cls, source: str | os.PathLike | Mapping[str, Any]) -> ViTConfig:
@@ -406,6 +424,149 @@ def _dinov2_hf(config: ViTConfig) -> dict[str, Any]:
         raise ValueError(f"an HF dinov2 config cannot express an MLP width of {width} at hidden size {d}")
     return {"mlp_ratio": ratio, "use_swiglu_ffn": config.mlp_type == "swiglu",
             "use_mask_token": config.mask_token}
+
+
+# timm's sizes: (embed_dim, depth, num_heads, mlp_ratio)
+_TIMM_SIZES: dict[str, tuple[int, int, int, float]] = {
+    "tiny": (192, 12, 3, 4.0), "small": (384, 12, 6, 4.0), "medium": (512, 12, 8, 4.0),
+    "base": (768, 12, 12, 4.0), "large": (1024, 24, 16, 4.0), "huge": (1280, 32, 16, 4.0),
+    "giant": (1408, 40, 16, 48 / 11), "so400m": (1152, 27, 16, 3.7362)}
+# what each variant suffix adds to timm's VisionTransformer arguments
+_TIMM_VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    # timm's DINOv2 and SigLIP definitions have no classifier (num_classes 0)
+    "dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
+    "reg4_dinov2": {"init_values": 1e-5, "img_size": 518, "reg_tokens": 4, "no_embed_class": True,
+                    "num_classes": 0},
+    "clip": {"pre_norm": True, "norm_eps": 1e-5},
+    "clip_quickgelu": {"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu"},
+    "siglip": {"class_token": False, "global_pool": "map", "num_classes": 0},
+    "gap": {"class_token": False, "global_pool": "avg", "fc_norm": False},
+    "reg4_gap": {"class_token": False, "no_embed_class": True, "global_pool": "avg", "reg_tokens": 4},
+}
+_TIMM_NAME = re.compile(r"^(?P<kind>vit|deit)_(?P<size>[a-z0-9]+)_(?P<distilled>distilled_)?patch(?P<patch>\d+)"
+                        r"(?:_(?P<variant>[a-z0-9_]+?))??(?:_(?P<res>\d+))?$")
+
+
+def _timm_model_args(name: str) -> dict[str, Any]:
+    m = _TIMM_NAME.match(name)
+    if m is None or m["size"] not in _TIMM_SIZES:
+        raise ValueError(f"timm model {name!r} is not a ViT name this config can describe (expected "
+                         f"vit_<size>_patch<p>[_<variant>][_<res>] or deit_<size>[_distilled]_patch16_<res>, "
+                         f"size one of {', '.join(_TIMM_SIZES)}; Eva, rope and hybrid models are not "
+                         f"classic ViTs)")
+    variant = (m["variant"] or "").removesuffix("_clip") if m["variant"] != "clip" else "clip"
+    if variant not in _TIMM_VARIANTS:
+        raise ValueError(f"timm model {name!r}: variant {m['variant']!r} is not one of "
+                         f"{', '.join(v for v in _TIMM_VARIANTS if v)}")
+    dim, depth, heads, ratio = _TIMM_SIZES[m["size"]]
+    args: dict[str, Any] = dict(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio,
+                                patch_size=int(m["patch"]))
+    if variant == "gap" and m["size"] == "base":
+        args["num_heads"] = 16  # timm's vit_base_patch16_gap_224 has 16 heads
+    if "dinov2" in variant and m["size"] == "giant":
+        # DINOv2-g: 1536 wide, 24 heads, SwiGLU of width 4096 packed into fc1 as 8192
+        args.update(embed_dim=1536, num_heads=24, mlp_ratio=2.66667 * 2, mlp_layer="swiglu_packed")
+    args.update(_TIMM_VARIANTS[variant])
+    if m["res"]:
+        args["img_size"] = int(m["res"])
+    if m["distilled"]:
+        args["distilled"] = True
+    return args
+
+
+_TIMM_IGNORED = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "drop_path_rate",
+                 "weight_init", "fix_init", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                 "dynamic_img_pad", "scriptable", "exportable", "no_jit", "checkpoint_path", "device", "dtype")
+
+
+def _timm_fields(args: dict[str, Any]) -> dict[str, Any]:
+    """timm VisionTransformer arguments -> our fields; anything else is refused by name."""
+    args = dict(args)
+
+    def take(name: str, default: Any) -> Any:
+        return args.pop(name, default)
+
+    dim = take("embed_dim", 768)
+    ratio = take("mlp_ratio", 4.0)
+    mlp = take("mlp_layer", "mlp")
+    mlp_name = getattr(getattr(mlp, "func", mlp), "__name__", mlp)
+    gate_last = getattr(mlp, "keywords", {}).get("gate_last", True) if hasattr(mlp, "func") else None
+    act = take("act_layer", None)
+    act_name = act if isinstance(act, str) or act is None else getattr(act, "__name__", repr(act))
+    if mlp in ("mlp", "Mlp") or mlp_name == "Mlp":
+        mlp_type, width = "mlp", int(dim * ratio)
+    elif mlp == "swiglu_packed" or (mlp_name == "GluMlp" and gate_last is False):
+        mlp_type, width = "swiglu", int(dim * ratio) // 2  # SwiGLUPacked: fc1 holds [gate; up]
+        act_name = None
+    else:
+        raise ValueError(f"timm mlp_layer {mlp!r} is not expressible (Mlp or SwiGLUPacked)")
+    acts = {None: "gelu", "gelu": "gelu", "GELU": "gelu", "quick_gelu": "quick_gelu",
+            "QuickGELU": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh", "GELUTanh": "gelu_pytorch_tanh"}
+    if act_name not in acts:
+        raise ValueError(f"timm act_layer {act!r} is not expressible (gelu, gelu_tanh, quick_gelu)")
+    norm = take("norm_layer", None)
+    eps = take("norm_eps", None)
+    if eps is None:
+        if norm is None:
+            eps = 1e-6  # timm's LayerNorm
+        elif getattr(norm, "keywords", {}).get("eps") is not None:
+            eps = norm.keywords["eps"]
+        elif getattr(norm, "__name__", "") == "LayerNorm" and getattr(norm, "__module__", "").startswith("torch"):
+            eps = 1e-5
+        elif getattr(getattr(norm, "func", norm), "__name__", "") == "LayerNorm":
+            eps = 1e-6
+        else:
+            raise ValueError(f"timm norm_layer {norm!r} is not expressible (a LayerNorm)")
+    pool = take("global_pool", "token")
+    pools = {"token": "cls", "avg": "gap", "map": "map"}
+    if pool not in pools:
+        raise ValueError(f"timm global_pool {pool!r} is not expressible ({', '.join(pools)})")
+    fc_norm = take("fc_norm", None)
+    fc_norm = pool == "avg" if fc_norm is None else fc_norm
+    pos = take("pos_embed", "learn")
+    if pos not in ("learn", "none"):
+        raise ValueError(f"timm pos_embed {pos!r} is not expressible (learn or none; rope is not a ViT switch)")
+    init_values = take("init_values", None)
+    class_token = take("class_token", True)
+    distilled = take("distilled", False)
+    reg = take("reg_tokens", 0)
+    no_embed_class = take("no_embed_class", False)
+    if reg and not no_embed_class:
+        raise ValueError("timm reg_tokens without no_embed_class (position slots for registers) is "
+                         "not expressible")
+    pre_norm = take("pre_norm", False)
+    if not take("final_norm", True):
+        raise ValueError("timm final_norm=False is not expressible")
+    for name, ok in (("proj_bias", True), ("scale_attn_norm", False), ("scale_mlp_norm", False),
+                     ("pool_include_prefix", False), ("embed_norm_layer", None)):
+        if name in args and args.pop(name) != ok:
+            raise ValueError(f"timm {name} other than {ok!r} is not expressible")
+    fields = dict(
+        hidden_size=dim, num_hidden_layers=take("depth", 12), num_attention_heads=take("num_heads", 12),
+        intermediate_size=width, hidden_act=acts[act_name], layer_norm_eps=eps,
+        image_size=take("img_size", 224), patch_size=take("patch_size", 16),
+        num_channels=take("in_chans", 3), qkv_bias=take("qkv_bias", True),
+        num_labels=take("num_classes", 1000), class_token=class_token, distillation_token=distilled,
+        num_register_tokens=reg, position_embedding_type="learned" if pos == "learn" else "none",
+        position_embedding_covers_prefix=not no_embed_class,
+        # timm resamples position tables with antialiasing (dynamic_img_size, checkpoint loading)
+        position_embedding_resampling="bicubic_antialias", pre_norm=pre_norm,
+        patch_bias=not pre_norm, pooling=pools[pool], final_norm="pooled" if fc_norm else "tokens",
+        layer_scale=init_values is not None,
+        layerscale_value=1.0 if init_values is None else init_values, mlp_type=mlp_type,
+        qk_norm=take("qk_norm", False), attention_probs_dropout_prob=take("attn_drop_rate", 0.0))
+    take("dynamic_img_size", False)
+    for name in _TIMM_IGNORED:
+        args.pop(name, None)
+    if isinstance(fields["patch_size"], (tuple, list)):
+        ph, pw = fields["patch_size"]
+        if ph != pw:
+            raise ValueError(f"timm patch_size {fields['patch_size']} is not square")
+        fields["patch_size"] = ph
+    if args:
+        raise ValueError(f"timm arguments not expressible by this ViT: {', '.join(sorted(args))}")
+    return fields
 
 
 def _int_keyed(mapping: Any, name: str) -> dict[int, Any]:
