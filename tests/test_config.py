@@ -110,7 +110,7 @@ def test_hf_defaults_and_labels() -> None:
 
 
 def test_hf_errors_name_the_problem(tmp_path) -> None:
-    with pytest.raises(ValueError, match="model_type 'vit'.*'bert'"):
+    with pytest.raises(ValueError, match="model_type one of vit, deit, dinov2.*got 'bert'"):
         ViTConfig.from_hf({"model_type": "bert"})
     with pytest.raises(ValueError, match="config.json: no such config.json"):
         ViTConfig.from_hf(tmp_path)

@@ -53,6 +53,14 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
               "flax_model.msgpack")
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
+POOLER_PREFIXES = ("", "vit.", "deit.")
+# the HF classes each family is saved as: (backbone, with a classifier or None)
+HF_ARCHITECTURES: dict[str, tuple[str, str | None]] = {
+    "vit": ("ViTModel", "ViTForImageClassification"),
+    "deit": ("DeiTModel", "DeiTForImageClassificationWithTeacher"),
+    "dinov2": ("Dinov2Model", None), "dinov2_with_registers": ("Dinov2WithRegistersModel", None),
+    "clip_vision_model": ("CLIPVisionModel", None), "siglip_vision_model": ("SiglipVisionModel", None)}
+STATE_NAMINGS = ("timm", "transformers-5", "hf-deit", "hf-dinov2", "hf-clip", "hf-siglip", "hf")
 NPZ_PREFIXES = ("", "opt/target/", "params/", "params/img/")
 # Each source's real model, for what weights cannot say.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -125,19 +133,21 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     fmt, weights = detect_format(path)
     notes: list[str] = []
     known: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # canonical key -> the file's name for it
     if fmt == "npz":
         state, unplaced, problems, naming, described, known = _read_npz(weights, drop_pre_logits, notes)
     elif fmt in ("hf-flax", "msgpack"):
         tree = dict(convert.unwrap_params(read_msgpack(weights)))
         dropped = [p for p in ("pooler", "vit/pooler") if _pop_path(tree, p)]
         flat = {"/".join(p): v for p, v in _flatten(tree, weights).items()}
-        state, unplaced, problems = from_naming(FLAX, flat)
+        state, unplaced, problems = from_naming(FLAX, flat, origin)
         naming = FLAX
         _note_pooler(weights, [f"{p}/dense" for p in dropped], notes)
         described = "HF directory (Flax)" if fmt == "hf-flax" else "flax (.msgpack)"
     else:
         raw = _read_state_file(path, weights)
-        naming = convert.detect_naming(raw)
+        raw = _vision_tower(raw, weights, notes)
+        naming = convert.detect_naming(raw, STATE_NAMINGS)
         if naming is None:
             sample = ", ".join(sorted(raw)[:4])
             raise ValueError(f"{weights}: unrecognised weight names; expected HF ViT names "
@@ -145,10 +155,11 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
                              f"(patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...) or "
                              f"transformers-5 names (layers.0.attention.q_proj.weight, ...), got "
                              f"{len(raw)} keys such as {sample}")
-        pooler = [k for k in raw if k in POOLER_KEYS or k in tuple("vit." + p for p in POOLER_KEYS)]
+        pooler = [k for k in raw if k in tuple(p + k2 for p in POOLER_PREFIXES for k2 in POOLER_KEYS)]
         raw = {k: v for k, v in raw.items() if k not in pooler}
         _note_pooler(weights, pooler, notes)
-        state, unplaced, problems = from_naming(naming, raw)
+        known_config = _given_config(path, fmt, config)
+        state, unplaced, problems = from_naming(naming, raw, origin, config=known_config)
         described = ("HF directory (torch)" if fmt == "hf"
                      else f"{naming.name} ({os.path.splitext(weights)[1]})")
     if problems:  # misshapen tensors: reported before anything reads a size from them
@@ -164,6 +175,10 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     elif config is not None and not isinstance(config, (ViTConfig, str)):
         what = f"{weights} (with the model of {os.fspath(config)})"
     resolved = hf_config or _resolve_config(config, state, with_head, naming.name, known, weights)
+    expected = {e.torch_key for e in convert.expected_entries(resolved, with_head)}
+    if any(k not in expected for k in state):  # placed, but not in this model: say their names
+        unplaced = sorted(unplaced + [origin.get(k, k) for k in state if k not in expected])
+        state = {k: v for k, v in state.items() if k in expected}
     check_state_dict(state, resolved, with_head, what=what, unexpected=unplaced)
     bad = _non_finite(state)
     if bad:
@@ -175,6 +190,32 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     if preprocessing is not None and "preprocessing" not in resolved.extra:
         resolved = resolved.replace(extra={**resolved.extra, "preprocessing": preprocessing})
     return Checkpoint(state, resolved, described, notes)
+
+
+def _given_config(path: str, fmt: str, config: ConfigSource) -> ViTConfig | None:
+    """The config known before the weights are placed: a ViTConfig given, or an HF directory's."""
+    if isinstance(config, ViTConfig):
+        return config
+    if fmt == "hf" and config is None and os.path.lexists(os.path.join(path, "config.json")):
+        return ViTConfig.from_hf(os.path.join(path, "config.json"))
+    return None
+
+
+def _vision_tower(raw: Mapping[str, Any], source: str, notes: list[str]) -> Mapping[str, Any]:
+    """CLIP / SigLIP checkpoints with a "vision_model." prefix (transformers 4.x, two-tower models):
+    the vision tower's tensors without it; what is left aside (the text tower, projections,
+    logit scale) is said in a note."""
+    prefix = "vision_model."
+    if not any(k.startswith(prefix) for k in raw):
+        return raw
+    aside = sorted(k for k in raw if not k.startswith(prefix))
+    if aside:
+        groups = sorted({k.split(".")[0] for k in aside})
+        msg = (f"{source}: took the vision tower (vision_model.*); left aside {len(aside)} tensors "
+               f"of {', '.join(groups)}")
+        warnings.warn(msg, stacklevel=3)
+        notes.append(msg)
+    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
 
 
 def _note_pooler(source: str, dropped: list[str], notes: list[str]) -> None:
@@ -338,12 +379,6 @@ def _read_npz(weights: str, drop_pre_logits: bool, notes: list[str]
                          f"the prefixes {NPZ_PREFIXES})")
     arrays = _Prefixed(archive, prefix, weights)
     unplaced = [k for k in archive if not k.startswith(prefix)]
-    if "cls" not in arrays:
-        raise UnsupportedCheckpoint(
-            f"{weights}: no 'cls' token — this model pools without one (big_vision pool_type 'gap' "
-            f"or 'map'); twin-vit reads the [CLS] token and cannot represent it")
-    if any(k.startswith("MAPHead") for k in arrays):
-        raise UnsupportedCheckpoint(f"{weights}: a MAPHead (attention pooling) is not supported")
     naming = next((n for n in (NPZ, BIG_VISION) if n.markers[1] in arrays), None)
     if naming is None:
         raise ValueError(f"{weights}: no attention block in Transformer/encoderblock_0 (expected "
@@ -362,10 +397,20 @@ def _read_npz(weights: str, drop_pre_logits: bool, notes: list[str]
                 f"--drop-pre-logits)")
         view = {k: arrays[k] for k in arrays if not k.startswith(("pre_logits/", "head/"))}
         notes.append("dropped the pre_logits layer and the head above it (drop_pre_logits)")
-    state, more, problems = from_naming(naming, view)
+    # big_vision's switches, read from which arrays exist: pool_type 'tok' has a cls token, 'map'
+    # a MAPHead, 'gap' neither; posemb 'learn' stores pos_embedding, 'sincos2d' stores nothing
+    switches: dict[str, Any] = {
+        "class_token": "cls" in arrays,
+        "pooling": "map" if "MAPHead_0/probe" in arrays else ("cls" if "cls" in arrays else "gap"),
+        "position_embedding_type": "learned" if "pos_embedding" in arrays or naming is NPZ else "sincos2d"}
+    if naming is NPZ and not switches["class_token"]:
+        raise UnsupportedCheckpoint(f"{weights}: a vision_transformer npz without its 'cls' token")
+    if switches["position_embedding_type"] == "sincos2d":
+        notes.append(f"{weights}: no pos_embedding: read as big_vision's fixed sincos2d table")
+    state, more, problems = from_naming(naming, view, config=ViTConfig(**switches))
     described = f"npz ({'vit' if naming is NPZ else 'big_vision'}{', scanned' if arrays.scanned else ''})"
     return state, sorted(unplaced + [prefix + k for k in more]), problems, naming, described, \
-        {"num_attention_heads": int(q_shape[1])}
+        {"num_attention_heads": int(q_shape[1]), **switches}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,11 +435,10 @@ def _resolve_config(config: ConfigSource, state: Mapping[str, np.ndarray], with_
             given["extra"] = parsed.extra
     unknown = []  # what the weights cannot say, reported together
     try:  # a non-square grid cannot be read from a token count; a stated image_size settles it
-        shapes = convert.infer_config(state, with_head, square="image_size" not in given)
-    except convert.NonSquareGrid:
-        tokens = np.shape(state[("vit." if with_head else "") + "embeddings.position_embeddings"])[1]
-        unknown.append(f"image_size ({tokens - 1} patches do not form a square grid)")
-        shapes = convert.infer_config(state, with_head, square=False)
+        shapes = convert.infer_config(state, with_head, square="image_size" not in given, switches=known)
+    except convert.NonSquareGrid as e:
+        unknown.append(f"image_size ({e.reason})")
+        shapes = convert.infer_config(state, with_head, square=False, switches=known)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     fields = {f.name: getattr(shapes, f.name) for f in dataclasses.fields(ViTConfig)
@@ -458,8 +502,22 @@ def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
 
 def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
     data = config.to_hf()
-    data.setdefault("architectures", ["ViTForImageClassification" if with_head else "ViTModel"])
+    backbone, classifier = HF_ARCHITECTURES[data["model_type"]]
+    data["architectures"] = [classifier if with_head else backbone]
     return data
+
+
+def hf_layout(state: Mapping[str, np.ndarray], config: ViTConfig
+              ) -> tuple[dict[str, np.ndarray], ViTConfig, Naming]:
+    """A canonical state as its HF family holds it: (their tensors, the family's config, naming)."""
+    target = convert.hf_form(config)
+    model_type = target.extra["model_type"]
+    if has_classifier(state) and HF_ARCHITECTURES[model_type][1] is None:
+        raise ValueError(f"HF {model_type!r} has no classifier of this shape (its heads differ); write "
+                         f"the backbone, or timm / Flax weights")
+    state = convert.relayout(state, config, target)
+    naming = convert.HF_FAMILY_NAMINGS[model_type]
+    return {k: make() for k, make in to_naming(naming, state, target)}, target, naming
 
 
 def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,
@@ -474,9 +532,14 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
     if framework not in ("torch", "flax"):
         raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
     check_state_dict(state, config, has_classifier(state), "save_hf")
+    with_head = has_classifier(state)
+    theirs, config, _ = hf_layout(state, config)
+    if framework == "flax" and config.extra["model_type"] != "vit":
+        raise ValueError(f"HF has Flax models for ViT only, not {config.extra['model_type']!r}; write "
+                         f"the torch directory or our Flax .msgpack")
 
     def fill(tmp: str) -> None:
-        data = hf_config_dict(config, has_classifier(state))
+        data = hf_config_dict(config, with_head)
         carried = data.pop("preprocessing", None)  # goes to its own file, as in HF
         atomic_write_text(os.path.join(tmp, "config.json"),
                           json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -485,7 +548,7 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
             atomic_write_text(os.path.join(tmp, "preprocessor_config.json"),
                               json.dumps(pre, indent=2, sort_keys=True) + "\n")
         if framework == "torch":
-            write_safetensors(os.path.join(tmp, "model.safetensors"), state,
+            write_safetensors(os.path.join(tmp, "model.safetensors"), theirs,
                               metadata={"format": "pt"}, progress=progress)
         else:
             write_msgpack(os.path.join(tmp, "flax_model.msgpack"),
@@ -497,11 +560,14 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
 def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
                     naming: Literal["hf", "timm"] = "hf", config: ViTConfig | None = None,
                     overwrite: bool = False, progress: Progress | None = None) -> None:
-    """A bare state dict, .safetensors (preferred) or .pt/.pth/.bin, in HF or timm naming."""
+    """A bare state dict, .safetensors (preferred) or .pt/.pth/.bin, in HF (the family's) or timm
+    naming."""
     if naming == "timm":
-        cfg = config or convert.infer_config(state, square=False)
-        state = {k: make() for k, make in to_naming(TIMM, state, cfg)}
-    elif naming != "hf":
+        state = timm_state(state, config)
+    elif naming == "hf":
+        if config is not None:
+            state = hf_layout(state, config)[0]
+    else:
         raise ValueError(f"naming must be 'hf' or 'timm', got {naming!r}")
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
@@ -522,16 +588,41 @@ def save_msgpack(state: Mapping[str, np.ndarray], config: ViTConfig, path: str |
 
 def save_npz(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
              overwrite: bool = False, progress: Progress | None = None) -> None:
-    """Google's vision_transformer .npz layout (readable by its code, timm and big_vision)."""
-    write_npz(path, to_naming(NPZ, state, config), overwrite=overwrite, progress=progress)
+    """Google's vision_transformer .npz layout (readable by its code, timm and big_vision); models it
+    cannot hold (gap / MAP pooling, sincos2d, no [CLS]) in big_vision's layout."""
+    write_npz(path, _npz_items(state, config), overwrite=overwrite, progress=progress)
+
+
+def _npz_items(state: Mapping[str, np.ndarray], config: ViTConfig) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    classic = _hf_family(config) == "vit"  # classic ViT: vision_transformer's own layout
+    if classic:
+        return to_naming(NPZ, state, config)
+    wrong = [f"{k}={getattr(config, k)!r}" for k in ("distillation_token", "num_register_tokens",
+                                                     "pre_norm", "layer_scale", "qk_norm", "mask_token")
+             if getattr(config, k) != ViTConfig.__dataclass_fields__[k].default]
+    if wrong or config.mlp_type != "mlp" or config.final_norm != "tokens" or not config.patch_bias:
+        raise ValueError(f"big_vision's ViT cannot express {', '.join(wrong) or 'this model'} "
+                         f"(final_norm={config.final_norm!r}, mlp_type={config.mlp_type!r}, "
+                         f"patch_bias={config.patch_bias})")
+    target = config.replace(position_embedding_covers_prefix=False)
+    return to_naming(BIG_VISION, convert.relayout(state, config, target), target)
+
+
+def _hf_family(config: ViTConfig) -> str | None:
+    try:
+        return convert.hf_form(config).extra["model_type"]
+    except ValueError:
+        return None
 
 
 def npz_arrays(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
-    """Canonical -> google-research/vision_transformer npz names and layouts, in memory."""
-    return {name: make() for name, make in to_naming(NPZ, state, config)}
+    """Canonical -> npz names and layouts (vision_transformer's, else big_vision's), in memory."""
+    return {name: make() for name, make in _npz_items(state, config)}
 
 
 def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> dict[str, np.ndarray]:
-    """Canonical -> timm names, in memory."""
+    """Canonical -> timm names and layout (registers without position slots, no mask token), in
+    memory."""
     cfg = config or convert.infer_config(state, square=False)
-    return {k: make() for k, make in to_naming(TIMM, state, cfg)}
+    target = convert.timm_form(cfg)
+    return {k: make() for k, make in to_naming(TIMM, convert.relayout(state, cfg, target), target)}

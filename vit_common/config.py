@@ -126,6 +126,9 @@ class ViTConfig:
             fail("num_register_tokens", "an int in [0, 1024]")
         if not is_real(self.layerscale_value):
             fail("layerscale_value", "a finite float")
+        if not self.class_token and not self.distillation_token:
+            # nothing to cover: one spelling, so equal models have equal configs
+            object.__setattr__(self, "position_embedding_covers_prefix", False)
         if self.distillation_token and not self.class_token:
             raise ValueError("ViTConfig: distillation_token needs class_token (DeiT has both)")
         if self.distillation_token and (self.pooling, self.final_norm) != ("cls", "tokens"):
@@ -256,6 +259,8 @@ class ViTConfig:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type", "vit")
+        if not isinstance(model_type, str):
+            raise ValueError(f"model_type must be a string, got {type(model_type).__name__}")
         if model_type in TWO_TOWERS:  # CLIPModel / SiglipModel: the vision tower's config
             vision = data.get("vision_config")
             if not isinstance(vision, dict):
@@ -323,7 +328,8 @@ class ViTConfig:
         data.update({k: v for k, v in self.extra.items() if k != "vision_tower_of"})
         data["model_type"] = model_type
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "num_labels") and f.name not in SWITCHES:
+            if f.name not in ("extra", "num_labels") and f.name not in SWITCHES and (
+                    f.name != "layerscale_value" or model_type.startswith("dinov2")):
                 value = getattr(self, f.name)
                 data[f.name] = list(value) if isinstance(value, tuple) else value
         if model_type.startswith("dinov2"):

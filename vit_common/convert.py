@@ -638,22 +638,34 @@ def unflatten_params(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
 # inferring the architecture's shapes from the weights, when no config is given
 
 class NonSquareGrid(ValueError):
-    """The token count of the position embeddings is not a square: the image size is ambiguous."""
+    """The token count of the position embeddings is not a square (or there is no table): the
+    image size is ambiguous."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
+_SWITCH_FIELDS = ("class_token", "distillation_token", "num_register_tokens", "position_embedding_type",
+                  "position_embedding_covers_prefix", "pooling", "final_norm", "mlp_type", "qk_norm",
+                  "layer_scale", "pre_norm", "patch_bias", "mask_token")
 _LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 MAX_LAYERS = 1024
 
 
 def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *,
-                 square: bool = True) -> ViTConfig:
+                 square: bool = True, switches: Mapping[str, Any] | None = None) -> ViTConfig:
     """The shape-level config of a canonical state dict.
 
     The head count changes no tensor shape, so it cannot be read from the weights; the result has
     num_attention_heads=1, which is fine for checking and converting weights but not for running
     them. The patch grid is assumed square; with `square=False` a non-square token count is read
     as a 1 x N grid, which has the right shapes (all conversion needs) but not the real image size.
+    `switches`: family fields known from elsewhere (big_vision's pooling, ...); other fields of
+    `switches` (the head count) are ignored here.
     """
+    known = {k: v for k, v in (switches or {}).items() if k in _SWITCH_FIELDS}
+    layout = ViTConfig(**known)
     if with_head is None:
         with_head = has_classifier(state_dict)
     prefix = BACKBONE_PREFIX if with_head else ""
@@ -673,17 +685,20 @@ def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *
     if patch != patch_w:
         raise ValueError(f"cannot infer the architecture: patches must be square, the patch "
                          f"kernel is {patch}x{patch_w}")
-    tokens = shape("embeddings.position_embeddings", 3)[1] - 1
+    if layout.position_embedding_type == "learned":
+        tokens = shape("embeddings.position_embeddings", 3)[1] - layout.num_position_prefix
+        reason = f"{tokens} patches are not a square grid"
+    else:
+        tokens, reason = 1, "no position table says the patch grid"
     if tokens < 1:
         raise ValueError("cannot infer the architecture: the position embeddings have no patch slots")
     grid = math.isqrt(tokens)
-    if grid * grid == tokens:
+    if grid * grid == tokens and layout.position_embedding_type == "learned":
         image_size: int | tuple[int, int] = grid * patch
     elif not square:
         image_size = (patch, tokens * patch)
     else:
-        raise NonSquareGrid(f"cannot infer image_size from {tokens} position embeddings (not a "
-                            f"square grid); pass config=")
+        raise NonSquareGrid(f"cannot infer image_size: {reason}; pass config=", reason)
     layers = {int(m.group(1)) for k in state_dict if (m := _LAYER_RE.search(k))}
     if layers and max(layers) >= MAX_LAYERS:
         raise ValueError(f"cannot infer the architecture: layer index {max(layers)} is over the "
@@ -693,7 +708,7 @@ def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *
         num_hidden_layers=max(layers) + 1 if layers else 1, num_attention_heads=1,
         intermediate_size=shape("encoder.layer.0.intermediate.dense.weight", 2)[0],
         qkv_bias=prefix + "encoder.layer.0.attention.attention.query.bias" in state_dict,
-        num_labels=shape(CLASSIFIER_KEY, 2)[0] if with_head else 0)
+        num_labels=shape(CLASSIFIER_KEY, 2)[0] if with_head else 0, **known)
 
 
 def report_mismatch(what: str, missing: list[str], unexpected: list[str], misshapen: list[str]) -> None:
@@ -743,3 +758,91 @@ def naming_table() -> str:
     for p in paths:
         lines.append(f"| `{p}` | " + " | ".join(cells.get((p, n.name), "—") for n in namings) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# equivalent layouts: the same function written for another source's switches
+
+_RELAYOUT = ("final_norm", "position_embedding_covers_prefix", "mask_token", "position_embedding_resampling")
+
+
+def relayout(state: Mapping[str, Any], config: ViTConfig, target: ViTConfig) -> dict[str, Any]:
+    """A `config` model's canonical state as a `target` model's, where the two differ only in
+    layout: [CLS] / DIST position slots folded into the tokens (exact: the slots are added to
+    constant tokens) or added as zeros; DINOv2's unused mask token dropped or added as zeros; the
+    final norm on the tokens or on the pooled [CLS] (the same pooled output and logits). Anything
+    else is a ValueError naming the switches."""
+    differ = [f for f in _RELAYOUT if getattr(config, f) != getattr(target, f)]
+    if config.replace(**{f: getattr(target, f) for f in differ}) != target:
+        fields = [f.name for f in dataclasses.fields(ViTConfig)
+                  if f.compare and getattr(config, f.name) != getattr(target, f.name) and f.name not in differ]
+        raise ValueError(f"cannot rewrite this model as the other: {', '.join(fields)} differ")
+    if "final_norm" in differ and (config.pooling != "cls" or config.distillation_token):
+        raise ValueError("the final norm moves between the tokens and the pooled vector only for a "
+                         "single [CLS] token, where both give the same pooled output")
+    prefix = BACKBONE_PREFIX if has_classifier(state) else ""
+    out = dict(state)
+    if "position_embedding_covers_prefix" in differ and config.position_embedding_type == "learned":
+        key = prefix + "embeddings.position_embeddings"
+        pos = to_numpy(out[key])
+        tokens = [prefix + t for t, on in (("embeddings.cls_token", config.class_token),
+                                           ("embeddings.distillation_token", config.distillation_token)) if on]
+        if config.num_position_prefix:  # fold the slots into the tokens
+            for j, t in enumerate(tokens):
+                out[t] = (to_numpy(out[t]) + pos[:, j:j + 1]).astype(pos.dtype)
+            out[key] = pos[:, len(tokens):]
+        else:  # give the tokens zero slots
+            out[key] = np.concatenate([np.zeros((1, len(tokens), pos.shape[-1]), pos.dtype), pos], axis=1)
+    if "mask_token" in differ:
+        key = prefix + "embeddings.mask_token"
+        if target.mask_token:
+            dtype = to_numpy(out[prefix + "embeddings.patch_embeddings.projection.weight"]).dtype
+            out[key] = np.zeros((1, config.hidden_size), dtype)
+        else:
+            del out[key]
+    return out
+
+
+def timm_form(config: ViTConfig) -> ViTConfig:
+    """The config as timm builds it: registers without position slots (no_embed_class), the
+    final norm on the tokens for [CLS] pooling, no mask token, antialiased resampling."""
+    changes: dict[str, Any] = {"mask_token": False, "position_embedding_resampling": "bicubic_antialias"}
+    if config.num_register_tokens:
+        changes["position_embedding_covers_prefix"] = False
+    if config.pooling == "cls" and config.final_norm == "pooled" and not config.distillation_token:
+        changes["final_norm"] = "tokens"
+    if config.pre_norm == config.patch_bias:
+        raise ValueError("timm's patch embedding has a bias exactly when pre_norm is off; this "
+                         f"model has pre_norm={config.pre_norm}, patch_bias={config.patch_bias}")
+    return config.replace(**changes)
+
+
+def hf_form(config: ViTConfig) -> ViTConfig:
+    """The config as its HF family writes it (the family it came from or the first that fits after
+    a layout change), with extra['model_type'] naming the family."""
+    from vit_common.config import HF_FAMILIES
+
+    stated = config.extra.get("model_type")
+    order = ([stated] if stated in HF_FAMILIES else []) + [m for m in HF_FAMILIES if m != stated]
+    for model_type in order:
+        family = HF_FAMILIES[model_type]
+        wants = {k: family.switches.get(k, getattr(config, k) if k in family.free else None)
+                 for k in _RELAYOUT}
+        changes = {k: v for k, v in wants.items() if v is not None}
+        changes.setdefault("final_norm", config.final_norm)
+        if "final_norm" not in family.switches and config.pooling == "cls":
+            changes["final_norm"] = "tokens"
+        changes.setdefault("position_embedding_covers_prefix", True)
+        if model_type == "siglip_vision_model":
+            changes["position_embedding_covers_prefix"] = False
+        changes.setdefault("mask_token", False)
+        changes.setdefault("position_embedding_resampling", "bicubic")
+        try:
+            candidate = config.replace(**changes)
+        except ValueError:
+            continue
+        if not family.mismatches(candidate):
+            return candidate.replace(extra={**candidate.extra, "model_type": model_type})
+    wrong = HF_FAMILIES["vit"].mismatches(config)
+    raise ValueError(f"no HF model family expresses this ViT ({', '.join(wrong)}); write timm or Flax "
+                     f"weights instead")
