@@ -445,7 +445,8 @@ _TIMM_VARIANTS: dict[str, dict[str, Any]] = {
     "reg4_dinov2": {"init_values": 1e-5, "img_size": 518, "reg_tokens": 4, "no_embed_class": True,
                     "num_classes": 0},
     "clip": {"pre_norm": True, "norm_eps": 1e-5},
-    "clip_quickgelu": {"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu"},
+    # OpenAI's towers: timm's default tag keeps their 512-wide projection as the head
+    "clip_quickgelu": {"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu", "num_classes": 512},
     "siglip": {"class_token": False, "global_pool": "map", "num_classes": 0},
     "gap": {"class_token": False, "global_pool": "avg", "fc_norm": False},
     "reg4_gap": {"class_token": False, "no_embed_class": True, "global_pool": "avg", "reg_tokens": 4},
