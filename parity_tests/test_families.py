@@ -228,3 +228,57 @@ def test_published_architectures_have_timms_parameter_count(name: str) -> None:
     shapes = jax.eval_shape(flax_cls(config).init, jax.random.key(0), jnp.zeros((1, h, w, 3)))
     flax_count = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes))
     assert ours == theirs == flax_count
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov2-registers", "clip-vision", "siglip-vision"])
+def test_any_resolution_equals_the_sources_resampling(family: str, tmp_path) -> None:
+    """interpolate_pos_encoding at another grid (up in height, down in width) equals HF's own
+    resampling: plain bicubic for DINOv2, CLIP and SigLIP, antialiased for DINOv2 with registers."""
+    torch.manual_seed(0)
+    small = HF_FAMILIES[family]()
+    kw = dict(KW, image_size=56)  # a 4 x 4 grid: 70 px (5 patches) grows it, 28 px (2) shrinks it
+    model = _randomise(type(small)(type(small.config)(**{**small.config.to_dict(), **kw})))
+    model.save_pretrained(tmp_path / "hf")
+    pt = vit_torch.from_pretrained(tmp_path / "hf")
+    fx, params = vit_flax.from_pretrained(tmp_path / "hf")
+    for h, w in ((70, 28), (42, 70)):
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            ref = model(pixel_values=x, interpolate_pos_encoding=True).pooler_output
+            ours = pt(x, interpolate_pos_encoding=True)
+        theirs = fx.apply({"params": params}, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
+                          interpolate_pos_encoding=True)
+        assert float((ours - ref).abs().max()) <= BOUND, (family, h, w)
+        assert float(np.abs(np.asarray(theirs) - ref.numpy()).max()) <= BOUND, (family, h, w)
+
+
+def test_timm_dynamic_img_size_resamples_as_timm(tmp_path) -> None:
+    kwargs = {**TIMM_SMALL, "img_size": 56, "dynamic_img_size": True}
+    torch.manual_seed(0)
+    model = _randomise(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, **kwargs))
+    safetensors_torch.save_file(model.state_dict(), str(tmp_path / "t.safetensors"))
+    config = ViTConfig.from_timm("vit_small_patch14_reg4_dinov2", **kwargs)
+    pt = vit_torch.from_pretrained(tmp_path / "t.safetensors", config)
+    x = torch.randn(1, 3, 42, 70)
+    with torch.no_grad():
+        ref = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert float((pt(x, interpolate_pos_encoding=True) - ref).abs().max()) <= BOUND
+
+
+def test_sincos2d_is_big_visions_table() -> None:
+    """posemb_sincos_2d(h, w, D), element by element from its definition: omega_k = 1e4 **
+    -(k / (D/4 - 1)); token t = r*w + c holds [sin(c omega), cos(c omega), sin(r omega), cos(r omega)]."""
+    import math
+
+    from vit_common.resample import sincos2d_table
+
+    h, w, d = 3, 5, 16
+    q = d // 4
+    table = sincos2d_table((h, w), d)
+    for r in range(h):
+        for c in range(w):
+            for k in range(q):
+                omega = 1e4 ** -(k / (q - 1))
+                want = (math.sin(c * omega), math.cos(c * omega), math.sin(r * omega), math.cos(r * omega))
+                got = tuple(table[r * w + c, j * q + k] for j in range(4))
+                assert np.allclose(got, want, rtol=0, atol=1e-12), (r, c, k)
