@@ -215,8 +215,9 @@ def test_from_timm_refuses_by_name(name: str, kwargs: dict) -> None:
     "vit_base_patch14_reg4_dinov2", "vit_large_patch14_clip_224", "vit_base_patch16_siglip_224",
     "vit_so400m_patch14_siglip_224", "vit_base_patch16_gap_224"])
 def test_published_architectures_have_timms_parameter_count(name: str) -> None:
-    import vit_flax.model as fm
     import jax
+
+    import vit_flax.model as fm
 
     config = ViTConfig.from_timm(name)
     with torch.device("meta"):
