@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import vit_common.convert
+from parity_tests.twins import FAMILY_CONFIGS
 from vit_cli.demo import run_demo
 from vit_common.config import ViTConfig
 
@@ -24,7 +25,7 @@ def test_demo_console_script(tmp_path) -> None:
          "2", "--iters", "1"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for row in ["embeddings", "encoder.layer.0", "encoder.layer.11", "layernorm", "CLS (full forward)",
+    for row in ["embeddings", "encoder.layer.0", "encoder.layer.11", "layernorm", "pooled (cls, full forward)",
                 "jit compile", "torch eager", "flax jit", "SAME MODEL"]:
         assert row in text, f"{row!r} missing from the demo output:\n{text}"
     assert str(image) in text
@@ -52,6 +53,7 @@ def test_demo_reports_a_mismatch(monkeypatch) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "Q/16"], "unknown ViT preset 'Q/16'"),
+    (["--preset", "vit_base_patch16_rope_224"], "rope"),
     (["does-not-exist.png", "--preset", "Ti/16"], "does-not-exist.png"),
     (["--batch-size", "0"], "--batch-size"),
 ])
@@ -59,3 +61,48 @@ def test_demo_bad_arguments(args: list[str], message: str) -> None:
     out = subprocess.run([sys.executable, "-m", "vit_cli.demo", *args], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 2 and message in out.stderr
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
+def test_demo_runs_every_family(family: str) -> None:
+    """The component walk follows each family's pipeline (pre-norm, no final token norm, MAP / gap
+    pooling) and says SAME MODEL; a slip in a family-only weight is a MISMATCH."""
+    config = FAMILY_CONFIGS[family]
+    lines: list[str] = []
+    assert run_demo(config, None, batch_size=1, iters=1, seed=0, out=lines.append) == 0, "\n".join(lines)
+    text = "\n".join(lines)
+    assert f"pooled ({config.pooling}, full forward)" in text and "SAME MODEL" in text
+    assert ("pre_layernorm" in text) == config.pre_norm
+    assert any(line.startswith("layernorm") for line in lines) == (config.final_norm == "tokens")
+
+
+def test_demo_catches_a_family_slip(monkeypatch) -> None:
+    real = vit_common.convert.torch_to_flax
+
+    def broken(state, config=None, with_head=None):
+        params = real(state, config, with_head)
+        scale = params["encoder"]["layer"]["0"]["layer_scale2"]
+        scale["lambda1"] = scale["lambda1"] * 1.5  # a LayerScale slip
+        return params
+
+    monkeypatch.setattr(vit_common.convert, "torch_to_flax", broken)
+    lines: list[str] = []
+    config = FAMILY_CONFIGS["dinov2reg-swiglu-qknorm"]
+    assert run_demo(config, None, batch_size=1, iters=1, seed=0, out=lines.append) == 1
+    assert any(line.startswith("MISMATCH") for line in lines)
+
+
+@pytest.mark.parametrize("name, switch, value", [
+    ("vit_small_patch14_dinov2", "layer_scale", True),
+    ("deit_base_distilled_patch16_224", "distillation_token", True),
+    ("vit_base_patch16_clip_224", "pre_norm", True),
+    ("vit_base_patch16_siglip_224", "pooling", "map"),
+    ("vit_small_patch14_reg4_dinov2", "num_register_tokens", 4),
+    ("B/16", "pooling", "cls"),
+])
+def test_demo_preset_takes_timm_names(name: str, switch: str, value: object) -> None:
+    from vit_cli.demo import _parser
+
+    config = _parser().parse_args(["--preset", name]).preset
+    assert getattr(config, switch) == value
+    assert config == (ViTConfig.from_preset(name) if "/" in name else ViTConfig.from_timm(name))

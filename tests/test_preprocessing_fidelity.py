@@ -152,6 +152,135 @@ def test_checkpoint_carries_its_preprocessing(tmp_path) -> None:
     np.testing.assert_array_equal(plain, preprocess_array(_photo("flower.jpg"), config, preset="imagenet"))
 
 
+# --- family presets: each family's HF processor as its released checkpoints configure it ----------
+
+
+def _released_processor(family: str):
+    """The PIL processor of a family's released checkpoints (openai/clip-vit-*, google/siglip-*,
+    facebook/dinov2-*, facebook/deit-*), built from HF's own classes and constants."""
+    from transformers import image_utils as iu
+
+    imagenet = dict(image_mean=iu.IMAGENET_DEFAULT_MEAN, image_std=iu.IMAGENET_DEFAULT_STD)
+    return {
+        "clip": lambda: transformers.CLIPImageProcessorPil(),
+        "siglip": lambda: transformers.SiglipImageProcessorPil(),
+        "dinov2": lambda: transformers.BitImageProcessorPil(size={"shortest_edge": 256}, **imagenet),
+        "deit": lambda: transformers.DeiTImageProcessorPil(**imagenet),
+    }[family]()
+
+
+FAMILY_PRESETS = ["clip", "siglip", "dinov2", "deit"]
+
+
+@pytest.mark.parametrize("family", FAMILY_PRESETS)
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_family_preset_equals_its_hf_processor(family: str, photo: str) -> None:
+    hf = _released_processor(family)
+    want = hf(images=_photo(photo), return_tensors="np")["pixel_values"]  # (1, 3, 224, 224)
+    got = vit_torch.preprocess_image(_photo(photo), image_size=224, preset=family)
+    assert got.shape == want.shape
+    assert float(np.abs(got.numpy() - want).max()) <= 1e-6
+    fx = vit_flax.preprocess_image(_photo(photo), image_size=224, preset=family)
+    np.testing.assert_array_equal(np.asarray(fx), got.numpy().transpose(0, 2, 3, 1))
+
+
+def test_hf_centres_crops_by_flooring() -> None:
+    """HF floors the centring offset where torchvision rounds: on china.jpg (427 x 640) CLIP's crop
+    margin is odd, and the rounded crop is one pixel off HF's."""
+    want = _released_processor("clip")(images=_photo("china.jpg"), return_tensors="np")["pixel_values"]
+    import dataclasses
+
+    timm_style = dataclasses.replace(NORMALISATIONS["clip"], crop_rounding="round")
+    off = preprocess_array(_photo("china.jpg"), ViTConfig(image_size=224, extra={"preprocessing": timm_style}))
+    assert float(np.abs(off.transpose(2, 0, 1) - want[0]).max()) > 0.1
+
+
+@pytest.mark.parametrize("family", FAMILY_PRESETS)
+def test_hf_processor_configs_read_and_write_as_the_preset(family: str, tmp_path) -> None:
+    """A released processor's preprocessor_config.json reads as the family preset; written back by
+    to_hf it loads in HF as a processor that gives the same pixels."""
+    from vit_common.preprocessing import Preprocessing
+
+    hf = _released_processor(family)
+    hf.save_pretrained(tmp_path / "hf")
+    read = Preprocessing.from_hf_file(tmp_path / "hf" / "preprocessor_config.json")
+    assert read == NORMALISATIONS[family]
+    config = ViTConfig(image_size=224, patch_size=16, hidden_size=32, num_attention_heads=2,
+                       num_hidden_layers=1, intermediate_size=32, **FAMILY_SWITCHES[family])
+    (tmp_path / "ours").mkdir()
+    import json
+
+    (tmp_path / "ours" / "preprocessor_config.json").write_text(json.dumps(read.to_hf(config)))
+    again = transformers.AutoImageProcessor.from_pretrained(tmp_path / "ours", backend="pil")
+    want = hf(images=_photo("china.jpg"), return_tensors="np")["pixel_values"]
+    got = again(images=_photo("china.jpg"), return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(got, want)
+
+
+# the switches that make a config one of the HF families
+FAMILY_SWITCHES = {
+    "clip": dict(pre_norm=True, patch_bias=False, final_norm="pooled", hidden_act="quick_gelu",
+                 layer_norm_eps=1e-5),
+    "siglip": dict(class_token=False, pooling="map", position_embedding_covers_prefix=False,
+                   hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
+    "dinov2": dict(layer_scale=True, mask_token=True, layer_norm_eps=1e-6),
+    "deit": dict(distillation_token=True),
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_PRESETS)
+def test_family_configs_default_to_their_preset(family: str) -> None:
+    from vit_common.preprocessing import preprocessing_for
+
+    config = ViTConfig(image_size=224, patch_size=16, hidden_size=32, num_attention_heads=2,
+                       num_hidden_layers=1, intermediate_size=32, **FAMILY_SWITCHES[family])
+    assert preprocessing_for(config) == NORMALISATIONS[family]
+    assert preprocessing_for(ViTConfig()) == NORMALISATIONS["imagenet"]  # classic ViT: the seed's
+
+
+def test_family_checkpoint_carries_its_processor(tmp_path) -> None:
+    """An HF DINOv2 directory with its released processor: from_pretrained carries it, and
+    preprocess_image(x, model.config) gives HF's pixels in both twins."""
+    model = transformers.Dinov2Model(transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
+        image_size=224, patch_size=16))
+    model.save_pretrained(tmp_path / "m")
+    hf = _released_processor("dinov2")
+    hf.save_pretrained(tmp_path / "m")
+    want = hf(images=_photo("flower.jpg"), return_tensors="np")["pixel_values"]
+    pt = vit_torch.from_pretrained(tmp_path / "m")
+    got = vit_torch.preprocess_image(_photo("flower.jpg"), pt.config)
+    assert float(np.abs(got.numpy() - want).max()) <= 1e-6
+    fx, _ = vit_flax.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(np.asarray(vit_flax.preprocess_image(_photo("flower.jpg"), fx.config)),
+                                  got.numpy().transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 256},
+      "crop_size": {"height": 224, "width": 200}}, "one crop fraction"),
+    ({"image_processor_type": "DeiTImageProcessor", "size": {"longest_edge": 256}}, "not supported"),
+    ({"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 200},
+      "crop_size": {"height": 224, "width": 224}}, "one crop fraction"),
+    ({"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": "224"}}, "positive integers"),
+])
+def test_hf_crops_we_cannot_express_are_refused(data: dict, message: str) -> None:
+    from vit_common.preprocessing import Preprocessing
+
+    with pytest.raises(ValueError, match=message):
+        Preprocessing.from_hf(data)
+
+
+def test_timm_crop_survives_to_hf() -> None:
+    """A timm crop (rounded centring) written for HF keeps its crop_pct and reads back unchanged."""
+    from vit_common.preprocessing import Preprocessing
+
+    timm_crop = Preprocessing(resample="bicubic", crop_pct=0.9)
+    data = timm_crop.to_hf(ViTConfig())
+    assert data["image_processor_type"] == "BitImageProcessor" and data["size"] == {"shortest_edge": 248}
+    assert Preprocessing.from_hf(data) == timm_crop
+
+
 # --- robust loading -----------------------------------------------------------------------------
 
 RGB = np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vit_cli.common import EXIT_CODES_HELP, batch_size, positive_int, run
-from vit_common.config import MODEL_PRESETS, ViTConfig
+from vit_common.config import MODEL_PRESETS, SWITCHES, ViTConfig
 
 # fp32 agreement the parity suite holds B/16-size models to (parity_tests/test_b16.py)
 DEMO_TOLERANCE = 2e-5
@@ -25,12 +25,28 @@ def _parser() -> argparse.ArgumentParser:
         description="Build a ViT in PyTorch, convert it to Flax, run both on one image and show, "
                     "component by component, that they compute the same function; then time both.")
     p.add_argument("image", nargs="?", help="image file (default: a generated test picture)")
-    p.add_argument("--preset", default="B/16", help=f"model size, one of {', '.join(MODEL_PRESETS)} "
-                                                    "(default B/16)")
+    p.add_argument("--preset", default="B/16", type=demo_config,
+                   help=f"the model: a ViT size, one of {', '.join(MODEL_PRESETS)} (default B/16), or "
+                        "a timm ViT name of any family (vit_small_patch14_dinov2, "
+                        "deit_base_distilled_patch16_224, vit_base_patch16_clip_224, "
+                        "vit_base_patch16_siglip_224, vit_small_patch14_reg4_dinov2, ...)")
     p.add_argument("--batch-size", type=batch_size, default=8, help="batch for the throughput runs (8)")
     p.add_argument("--iters", type=positive_int, default=3, help="timed batches per framework (3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
     return p
+
+
+def demo_config(name: str) -> ViTConfig:
+    """--preset: a ViT size preset, else a timm model name (ViTConfig.from_timm)."""
+    try:
+        return ViTConfig.from_preset(name)
+    except ValueError as preset_error:
+        if "_" not in name:
+            raise argparse.ArgumentTypeError(str(preset_error)) from None
+    try:
+        return ViTConfig.from_timm(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    config = ViTConfig.from_preset(args.preset)
+    config = args.preset
     return run_demo(config, args.image, args.batch_size, args.iters, args.seed)
 
 
@@ -50,7 +66,7 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
     import vit_flax
     import vit_torch
     from vit_common.convert import torch_to_flax
-    from vit_common.preprocessing import demo_image
+    from vit_common.preprocessing import demo_image, family_preset
 
     # Parity is judged at full fp32 precision: no TF32 / bf16 passes on GPU.
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -62,6 +78,9 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
         f"{config.num_attention_heads} heads, patch {config.patch_size}, image "
         f"{config.image_hw[0]}x{config.image_hw[1]} ({gh}x{gw} patches), hidden_act "
         f"{config.hidden_act}, eps {config.layer_norm_eps:g}")
+    switches = {k: getattr(config, k) for k, v in SWITCHES.items() if getattr(config, k) != v}
+    out("family switches: " + (", ".join(f"{k}={v}" for k, v in switches.items()) or "none (classic ViT)")
+        + f"; preprocessing preset {family_preset(config)!r}")
 
     source = image if image is not None else demo_image()
     x_pt = vit_torch.preprocess_image(source, config)  # (1, C, H, W)
@@ -73,6 +92,12 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     pt = vit_torch.VisionTransformer(config).eval()
+    if config.layer_scale:  # at its tiny init LayerScale switches the layers off: nothing to compare
+        with torch.no_grad():
+            for name, p in pt.named_parameters():
+                if name.endswith("lambda1"):
+                    p.uniform_(0.2, 1.0)
+        out("LayerScale drawn in (0.2, 1) so that every layer counts")
     params = torch_to_flax(pt.state_dict(), config)
     fx = vit_flax.VisionTransformer(config)
     n_params = sum(p.numel() for p in pt.parameters())
@@ -85,18 +110,22 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
     with torch.no_grad():
         h_pt, h_fx = pt.embeddings(x_pt), bound.embeddings(x_fx)
         rows.append(("embeddings", h_pt.numpy(), np.asarray(h_fx)))
+        if config.pre_norm:
+            h_pt, h_fx = pt.pre_layernorm(h_pt), bound.pre_layernorm(h_fx)
+            rows.append(("pre_layernorm", h_pt.numpy(), np.asarray(h_fx)))
         for i in range(config.num_hidden_layers):
             h_pt, h_fx = pt.encoder.layer[i](h_pt), bound.encoder.layer[i](h_fx)
             rows.append((f"encoder.layer.{i}", h_pt.numpy(), np.asarray(h_fx)))
-        h_pt, h_fx = pt.layernorm(h_pt), bound.layernorm(h_fx)
-        rows.append(("layernorm", h_pt.numpy(), np.asarray(h_fx)))
+        if config.final_norm == "tokens":
+            h_pt, h_fx = pt.layernorm(h_pt), bound.layernorm(h_fx)
+            rows.append(("layernorm", h_pt.numpy(), np.asarray(h_fx)))
         cls_pt, cls_fx = pt(x_pt).numpy(), np.asarray(fx.apply({"params": params}, x_fx))
-        rows.append(("CLS (full forward)", cls_pt, cls_fx))
+        rows.append((f"pooled ({config.pooling}, full forward)", cls_pt, cls_fx))
 
     out("")
-    out(f"{'component':22} {'output shape':>16} {'max |torch|':>12} {'max |diff|':>12}")
+    out(f"{'component':28} {'output shape':>16} {'max |torch|':>12} {'max |diff|':>12}")
     for name, a, b in rows:
-        out(f"{name:22} {str(tuple(a.shape)):>16} {np.abs(a).max():12.4g} "
+        out(f"{name:28} {str(tuple(a.shape)):>16} {np.abs(a).max():12.4g} "
             f"{np.abs(a - b).max():12.3e}")
     cls_diff = float(np.abs(cls_pt - cls_fx).max())
 
@@ -124,7 +153,7 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
 
     ok = cls_diff <= DEMO_TOLERANCE
     out("")
-    out(f"{'SAME MODEL' if ok else 'MISMATCH'}: max |diff| of the CLS token {cls_diff:.2e} "
+    out(f"{'SAME MODEL' if ok else 'MISMATCH'}: max |diff| of the pooled embedding {cls_diff:.2e} "
         f"{'<=' if ok else '>'} {DEMO_TOLERANCE:g} (fp32)")
     return 0 if ok else 1
 

@@ -141,8 +141,9 @@ class _Embedder:
         x = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()).to(self.dtype)  # (B, C, H, W)
         with torch.no_grad():
             if self.has_head:
-                cls = self.model.vit(x)
-                return {"cls": cls.float().numpy(), "logits": self.model.classifier(cls).float().numpy()}
+                tokens = self.model.vit.forward_features(x)
+                return {"cls": self.model.vit.pool(tokens).float().numpy(),
+                        "logits": self.model.head(tokens).float().numpy()}
             return {"cls": self.model(x).float().numpy()}
 
 

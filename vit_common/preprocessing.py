@@ -34,6 +34,9 @@ IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # HF ViTImageProcessor's defaults ("IMAGENET_STANDARD"), used by Google's ViT checkpoints.
 IMAGENET_STANDARD_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+# OpenAI CLIP's statistics (HF's OPENAI_CLIP_MEAN / STD, timm's OPENAI_CLIP_MEAN / STD)
+OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
 # crop_pct resizes the whole image before cropping; past this many pixels (a 1 x 100000 image would
 # need 256 x 25,600,000) the crop is resampled straight from its region of the source instead:
@@ -43,6 +46,8 @@ MIN_CROP_PCT = 0.05  # timm and HF use 0.875-1.0; a tiny one would ask for an as
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 Resample = Literal["bilinear", "bicubic"]
+CropMode = Literal["center", "squash"]
+CropRounding = Literal["round", "floor"]
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -53,13 +58,24 @@ class Preprocessing:
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
     std: tuple[float, ...] = IMAGENET_DEFAULT_STD
     resample: Resample = "bilinear"
-    # None: resize straight to the model's size (HF). A fraction: resize the shorter side to
-    # size / crop_pct, then centre-crop to the size (timm's eval transform, crop_pct 0.875 / 0.9)
+    # None: resize straight to the model's size (HF). A fraction: resize to size / crop_pct, then
+    # centre-crop to the size (timm's eval transform, crop_pct 0.875 / 0.9)
     crop_pct: float | None = None
+    # how the crop_pct resize is made (timm's names): "center" keeps the aspect ratio, the shorter
+    # side to size / crop_pct (torchvision Resize(int), HF's {"shortest_edge"}); "squash" resizes
+    # both sides to size / crop_pct (HF DeiT's 256 x 256 before its 224 crop)
+    crop_mode: CropMode = "center"
+    # the centring offset of an odd margin: torchvision / timm round half to even, HF's processors
+    # floor ((margin) // 2): one pixel apart on a 427 x 640 photo cropped to 224
+    crop_rounding: CropRounding = "round"
 
     def __post_init__(self) -> None:
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {tuple(_RESAMPLE)}, got {self.resample!r}")
+        if self.crop_mode not in ("center", "squash"):
+            raise ValueError(f"crop_mode must be 'center' or 'squash', got {self.crop_mode!r}")
+        if self.crop_rounding not in ("round", "floor"):
+            raise ValueError(f"crop_rounding must be 'round' or 'floor', got {self.crop_rounding!r}")
         if self.crop_pct is not None and not (_is_number(self.crop_pct)
                                               and MIN_CROP_PCT <= self.crop_pct <= 1):
             raise ValueError(f"crop_pct must be a number in [{MIN_CROP_PCT}, 1], got {self.crop_pct!r}")
@@ -75,19 +91,31 @@ class Preprocessing:
 
     @classmethod
     def from_hf(cls, data: Mapping[str, Any]) -> Preprocessing:
-        """From an HF preprocessor_config.json dict (resample 2 = bilinear, 3 = bicubic)."""
+        """From an HF preprocessor_config.json dict (resample 2 = bilinear, 3 = bicubic). Keys it
+        leaves out take the defaults of its `image_processor_type` (ViTImageProcessor's when
+        unnamed); a centre crop (CLIP, DINOv2's Bit, DeiT) becomes crop_pct = crop / resize with
+        HF's rounding. A "crop_pct" key (timm's convention, as to_hf writes it) wins."""
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        code = data.get("resample", 2)
+        kind = str(data.get("image_processor_type") or "ViTImageProcessor")
+        kind = kind.removesuffix("Fast").removesuffix("Pil")
+        known = _HF_PROCESSORS.get(kind, _HF_PROCESSORS["ViTImageProcessor"])
+        given = {**known, **{k: v for k, v in data.items() if v is not None}}
+        code = given["resample"]
         resample = {2: "bilinear", 3: "bicubic"}.get(code) if isinstance(code, int) else None
         if resample is None:
             raise ValueError(f"resample {code!r} is not bilinear (2) or bicubic (3)")
-        mean, std = data.get("image_mean", IMAGENET_STANDARD_MEAN), data.get("image_std", IMAGENET_STANDARD_STD)
+        mean, std = given["image_mean"], given["image_std"]
         if _is_number(mean):
             mean = [mean]
         if _is_number(std):
             std = [std]
-        return cls(mean=mean, std=std, resample=resample, crop_pct=data.get("crop_pct"))  # type: ignore[arg-type]
+        crop: dict[str, Any] = {}
+        if "crop_pct" in data:
+            crop = {"crop_pct": data["crop_pct"], "crop_mode": data.get("crop_mode", "center")}
+        elif given.get("do_center_crop") and given.get("do_resize", True):
+            crop = _hf_crop(given.get("size"), given.get("crop_size"))
+        return cls(mean=mean, std=std, resample=resample, **crop)  # type: ignore[arg-type]
 
     @classmethod
     def from_hf_file(cls, path: str | os.PathLike) -> Preprocessing:
@@ -102,38 +130,150 @@ class Preprocessing:
             raise ValueError(message if message.startswith(path) else f"{path}: {message}") from None
 
     def to_hf(self, config: ViTConfig) -> dict[str, Any]:
+        """As an HF preprocessor_config.json: a processor that does the same (ViTImageProcessor
+        for a straight resize, SiglipImageProcessor for SigLIP, CLIPImageProcessor or DINOv2's
+        BitImageProcessor for a shorter-side resize + crop, DeiTImageProcessor for a squash + crop).
+        A timm crop (rounded centring) also keeps its crop_pct key, which wins when we read it."""
         h, w = config.image_hw
+        family = config.hf_model_type
         data: dict[str, Any] = {
-            "image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
-            "do_normalize": True, "rescale_factor": 1 / 255, "image_mean": list(self.mean),
-            "image_std": list(self.std), "resample": {"bilinear": 2, "bicubic": 3}[self.resample],
-            "size": {"height": h, "width": w}}
-        if self.crop_pct is not None:
-            data["crop_pct"] = self.crop_pct
+            "do_resize": True, "do_rescale": True, "do_normalize": True, "rescale_factor": 1 / 255,
+            "image_mean": list(self.mean), "image_std": list(self.std),
+            "resample": {"bilinear": 2, "bicubic": 3}[self.resample]}
+        if self.crop_pct is None:
+            data.update(image_processor_type="SiglipImageProcessor" if family == "siglip_vision_model"
+                        else "ViTImageProcessor", size={"height": h, "width": w})
+            return data
+        rh, rw = _crop_resize(h, w, self.crop_pct)
+        data.update(do_center_crop=True, crop_size={"height": h, "width": w})
+        if self.crop_mode == "squash":
+            data.update(image_processor_type="DeiTImageProcessor", size={"height": rh, "width": rw})
+        else:
+            data.update(image_processor_type="CLIPImageProcessor" if family == "clip_vision_model"
+                        else "BitImageProcessor", size={"shortest_edge": min(rh, rw)})
+        if self.crop_rounding == "round":
+            data.update(crop_pct=self.crop_pct, crop_mode=self.crop_mode)
         return data
+
+
+# The defaults of HF's image processors (what a preprocessor_config.json that leaves a key out
+# gets); the mean / std constants are HF's image_utils' IMAGENET_STANDARD, IMAGENET_DEFAULT and
+# OPENAI_CLIP values
+_HF_PROCESSORS: dict[str, dict[str, Any]] = {
+    "ViTImageProcessor": {"resample": 2, "image_mean": IMAGENET_STANDARD_MEAN,
+                          "image_std": IMAGENET_STANDARD_STD, "do_center_crop": False},
+    "SiglipImageProcessor": {"resample": 3, "image_mean": IMAGENET_STANDARD_MEAN,
+                             "image_std": IMAGENET_STANDARD_STD, "do_center_crop": False},
+    "CLIPImageProcessor": {"resample": 3, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
+                           "do_center_crop": True, "size": {"shortest_edge": 224},
+                           "crop_size": {"height": 224, "width": 224}},
+    "BitImageProcessor": {"resample": 3, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
+                          "do_center_crop": True, "size": {"shortest_edge": 224},
+                          "crop_size": {"height": 224, "width": 224}},
+    "DeiTImageProcessor": {"resample": 3, "image_mean": IMAGENET_STANDARD_MEAN,
+                           "image_std": IMAGENET_STANDARD_STD, "do_center_crop": True,
+                           "size": {"height": 256, "width": 256},
+                           "crop_size": {"height": 224, "width": 224}},
+}
+
+
+def _hf_size(value: Any, what: str) -> dict[str, int]:
+    if isinstance(value, int) and not isinstance(value, bool):  # old configs: one number
+        value = {"shortest_edge": value} if what == "size" else {"height": value, "width": value}
+    if not isinstance(value, Mapping) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        raise ValueError(f"{what} must be a JSON object of positive integers, got {value!r}")
+    return dict(value)
+
+
+def _hf_crop(size: Any, crop_size: Any) -> dict[str, Any]:
+    """HF's resize-then-centre-crop as crop_pct / crop_mode, exactly: floor(crop / crop_pct) gives
+    back HF's resize."""
+    size, crop = _hf_size(size, "size"), _hf_size(crop_size, "crop_size")
+    if set(crop) != {"height", "width"}:
+        raise ValueError(f"crop_size must have height and width, got {crop}")
+    ch, cw = crop["height"], crop["width"]
+    if set(size) == {"shortest_edge"}:
+        mode, rh, rw = "center", size["shortest_edge"], size["shortest_edge"]
+    elif set(size) == {"height", "width"}:
+        mode, rh, rw = "squash", size["height"], size["width"]
+    else:
+        raise ValueError(f"a centre crop after a resize to {size} is not supported (expected "
+                         f"shortest_edge, or height and width)")
+    pct = _crop_pct_for(ch, rh)
+    if _crop_resize(ch, cw, pct) != (rh, rw) or pct > 1:
+        raise ValueError(f"resizing to {size} then cropping {crop} keeps a different fraction of "
+                         f"each side; only one crop fraction is supported")
+    return {"crop_pct": pct, "crop_mode": mode, "crop_rounding": "floor"}
+
+
+def _crop_pct_for(crop: int, resize: int) -> float:
+    """The largest fraction with floor(crop / fraction) == resize."""
+    pct = crop / resize
+    while math.floor(crop / pct) < resize:
+        pct = math.nextafter(pct, 0.0)
+    return pct
+
+
+def _crop_resize(height: int, width: int, crop_pct: float) -> tuple[int, int]:
+    return math.floor(height / crop_pct), math.floor(width / crop_pct)
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-# Normalisation presets (model size presets are vit_common.config.MODEL_PRESETS)
+# Preprocessing presets (model size presets are vit_common.config.MODEL_PRESETS): the two
+# normalisations, and each family's HF processor as its released checkpoints configure it
 NORMALISATIONS: dict[str, Preprocessing] = {
     "imagenet": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     # mean = std = 0.5: HF's ViTImageProcessor and Google's ViT checkpoints
     "inception": Preprocessing(IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD),
+    # CLIPImageProcessor: shorter side to 224, centre crop 224
+    "clip": Preprocessing(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "bicubic", 1.0, "center", "floor"),
+    # SiglipImageProcessor: a straight bicubic resize
+    "siglip": Preprocessing(IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "bicubic"),
+    # DINOv2's BitImageProcessor: shorter side to 256, centre crop 224
+    "dinov2": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "bicubic", 0.875, "center",
+                            "floor"),
+    # DeiT's DeiTImageProcessor: 256 x 256 (aspect not kept), centre crop 224
+    "deit": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "bicubic", 0.875, "squash",
+                          "floor"),
 }
+# what a config of each HF family gets when its checkpoint carries no preprocessing of its own
+FAMILY_PRESETS: dict[str, str] = {
+    "vit": "imagenet", "deit": "deit", "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
+    "clip_vision_model": "clip", "siglip_vision_model": "siglip"}
 
 
 def preprocessing_for(config: ViTConfig | None) -> Preprocessing:
     """A checkpoint's own preprocessing, carried in config.extra["preprocessing"] by from_pretrained
-    (read from preprocessor_config.json, or the source's convention); the "imagenet" preset else."""
+    (read from preprocessor_config.json, or the source's convention); else its family's preset
+    (FAMILY_PRESETS: "imagenet" for classic ViT)."""
     carried = (config.extra.get("preprocessing") if config is not None else None)
     if isinstance(carried, Preprocessing):
         return carried
     if isinstance(carried, Mapping):
         return Preprocessing(**carried)
-    return NORMALISATIONS["imagenet"]
+    return NORMALISATIONS[family_preset(config) if config is not None else "imagenet"]
+
+
+def family_preset(config: ViTConfig) -> str:
+    """The NORMALISATIONS preset of a config's family: its HF model_type when it was read from one,
+    else the family its switches mark (DIST token: DeiT; LayerScale: DINOv2; a norm before the
+    encoder: CLIP; MAP pooling without [CLS]: SigLIP), else "imagenet" (classic ViT, the seed's)."""
+    stated = config.extra.get("model_type")
+    if stated in FAMILY_PRESETS:
+        return FAMILY_PRESETS[stated]
+    if config.distillation_token:
+        return "deit"
+    if config.layer_scale:
+        return "dinov2"
+    if config.pre_norm:
+        return "clip"
+    if config.pooling == "map" and not config.class_token:
+        return "siglip"
+    return "imagenet"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +401,9 @@ def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
                      std: Sequence[float] | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image -> float32 (H, W, C), no batch dimension.
 
-    Settings: `preset` ("imagenet" or "inception") else the config's carried preprocessing else
-    "imagenet"; then `resample`, `crop_pct`, `mean`, `std` override single fields.
+    Settings: `preset` (a NORMALISATIONS name: "imagenet", "inception", "clip", "siglip",
+    "dinov2", "deit") else the config's carried preprocessing else its family's preset; then
+    `resample`, `crop_pct`, `mean`, `std` override single fields.
     """
     if preset is not None and preset not in NORMALISATIONS:
         raise ValueError(f"preset must be one of {tuple(NORMALISATIONS)}, got {preset!r}")
@@ -299,23 +440,28 @@ def _resize_one(img: Image.Image, height: int, width: int, s: Preprocessing) -> 
     method = _RESAMPLE[s.resample]
     if s.crop_pct is None:
         return img if img.size == (width, height) else img.resize((width, height), resample=method)
-    # timm's eval transform: keep the aspect ratio, the shorter side (relative to the target) to
-    # floor(size / crop_pct), then a centre crop of the target size
+    # timm's eval transform: resize to floor(size / crop_pct) (keeping the aspect ratio, or both
+    # sides for "squash"), then a centre crop of the target size
     w0, h0 = img.size
-    if height == width:  # torchvision Resize(int): the short side exact, the long one truncated
+    if s.crop_mode == "squash":
+        th, tw = _crop_resize(height, width, s.crop_pct)
+        new = (tw, th)
+    elif height == width:  # torchvision Resize(int): the short side exact, the long one truncated
         scale = math.floor(height / s.crop_pct)
         new = (scale, int(scale * h0 / w0)) if w0 <= h0 else (int(scale * w0 / h0), scale)
     else:  # timm ResizeKeepRatio for a non-square target
-        th, tw = math.floor(height / s.crop_pct), math.floor(width / s.crop_pct)
+        th, tw = _crop_resize(height, width, s.crop_pct)
         ratio = min(h0 / th, w0 / tw)
         new = (round(w0 / ratio), round(h0 / ratio))
-    left = int(round((new[0] - width) / 2.0))
-    top = int(round((new[1] - height) / 2.0))
+    if s.crop_rounding == "floor":  # HF's processors
+        left, top = (new[0] - width) // 2, (new[1] - height) // 2
+    else:  # torchvision's center_crop
+        left, top = int(round((new[0] - width) / 2.0)), int(round((new[1] - height) / 2.0))
     if new[0] >= width and new[1] >= height and new[0] * new[1] > MAX_RESIZE_PIXELS:
         sx, sy = w0 / new[0], h0 / new[1]  # the crop's region of the source, same filter scale
         box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
         return img.resize((width, height), resample=method, box=box)
-    img = img.resize(new, resample=method)
+    img = img if img.size == new else img.resize(new, resample=method)
     return img.crop((left, top, left + width, top + height))
 
 

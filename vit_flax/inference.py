@@ -87,10 +87,10 @@ class InferenceEngine:
     def _apply(self, params: Any, pixels: jax.Array) -> dict[str, jax.Array]:
         def run(module: Any, x: jax.Array) -> dict[str, jax.Array]:
             vit = module.vit if self.has_head else module
-            cls = vit(x)
-            out = {"cls": cls.astype(jnp.float32)}
-            if self.has_head:
-                out["logits"] = module.classifier(cls).astype(jnp.float32)
+            tokens = vit.forward_features(x)
+            out = {"cls": vit.pool(tokens).astype(jnp.float32)}
+            if self.has_head:  # DeiT's two heads read the tokens, not the pooled vector
+                out["logits"] = module.head(tokens).astype(jnp.float32)
             return out
 
         return self.model.apply({"params": params}, pixels, method=run)

@@ -420,9 +420,12 @@ class ViTForImageClassification(ViTModule):
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
+        return self.head(self.vit.forward_features(pixel_values, train, interpolate_pos_encoding), train)
+
+    def head(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+        """The logits from the backbone's final tokens (forward_features)."""
         if self.distillation_classifier is None:
-            return self.classifier(self.vit(pixel_values, train, interpolate_pos_encoding))
-        tokens = self.vit.forward_features(pixel_values, train, interpolate_pos_encoding)
+            return self.classifier(self.vit.pool(tokens, train))
         return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
 
 

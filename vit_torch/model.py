@@ -396,9 +396,12 @@ class ViTForImageClassification(nn.Module):
                 init_weights(config, head)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.head(self.vit.forward_features(pixel_values, interpolate_pos_encoding))
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The logits from the backbone's final tokens (forward_features)."""
         if self.distillation_classifier is None:
-            return self.classifier(self.vit(pixel_values, interpolate_pos_encoding))
-        tokens = self.vit.forward_features(pixel_values, interpolate_pos_encoding)
+            return self.classifier(self.vit.pool(tokens))
         return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
 
 
