@@ -22,8 +22,10 @@ EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "20"))
 def configs(draw: st.DrawFn) -> ViTConfig:
     heads = draw(st.integers(1, 4))
     patch = draw(st.integers(1, 6))
+    family = draw(switches())
+    width = 4 if family["position_embedding_type"] == "sincos2d" else 1  # sin/cos of rows and columns
     return ViTConfig(
-        hidden_size=heads * draw(st.integers(1, 8)),
+        hidden_size=heads * width * draw(st.integers(1, 8 // width)),
         num_attention_heads=heads,
         num_hidden_layers=draw(st.integers(1, 3)),
         intermediate_size=draw(st.integers(1, 48)),
@@ -34,6 +36,27 @@ def configs(draw: st.DrawFn) -> ViTConfig:
         layer_norm_eps=draw(st.sampled_from([1e-12, 1e-6, 1e-5])),
         qkv_bias=draw(st.booleans()),
         num_labels=draw(st.integers(0, 5)),
+        **family,
+    )
+
+
+@st.composite
+def switches(draw: st.DrawFn) -> dict:
+    """A random combination of the family switches, every valid one reachable."""
+    class_token = draw(st.booleans())
+    distillation = class_token and draw(st.booleans())
+    pooling = "cls" if distillation else draw(st.sampled_from(["cls", "gap", "map"] if class_token
+                                                                else ["gap", "map"]))
+    return dict(
+        class_token=class_token, distillation_token=distillation, pooling=pooling,
+        final_norm="tokens" if distillation else draw(st.sampled_from(["tokens", "pooled"])),
+        num_register_tokens=draw(st.integers(0, 2)),
+        position_embedding_type=draw(st.sampled_from(["learned", "sincos2d", "none"])),
+        position_embedding_covers_prefix=draw(st.booleans()),
+        pre_norm=draw(st.booleans()), patch_bias=draw(st.booleans()),
+        layer_scale=draw(st.booleans()), layerscale_value=draw(st.floats(0.2, 1.0)),
+        mlp_type=draw(st.sampled_from(["mlp", "swiglu"])), qk_norm=draw(st.booleans()),
+        mask_token=draw(st.booleans()),
     )
 
 

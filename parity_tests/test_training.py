@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 import vit_flax
 import vit_torch
-from parity_tests.twins import TINY_CONFIGS, make_twin, pixels
+from parity_tests.twins import FAMILY_CONFIGS, TINY_CONFIGS, make_twin, pixels
+from vit_common.config import ViTConfig
 from vit_common.convert import flatten_params, torch_to_flax
 
 GRAD_REL = {"float64": 1e-10, "float32": 1e-4}
@@ -33,7 +34,10 @@ def _compare_trees(torch_named: dict[str, np.ndarray], flax_tree, config, bound:
                    zero_grad_keys: bool = False, key_bias_abs: float | None = None) -> None:
     """Per-tensor relative error. With `zero_grad_keys`, the key biases are instead checked to be
     ~0 in both: softmax ignores a shift shared by every key, so their exact gradient is 0 and
-    only rounding noise is left to compare."""
+    only rounding noise is left to compare. With qk-norm that shift is k_norm's bias (the key
+    projection's bias then passes through the norm and has a real gradient); the MAP head's
+    attention has no qk-norm."""
+    shared_shift = ("k_norm", "bias") if config.qk_norm else ("key", "bias")
     want = flatten_params(torch_to_flax(torch_named, config))
     got = flatten_params(flax_tree)
     assert set(want) == set(got)
@@ -41,7 +45,7 @@ def _compare_trees(torch_named: dict[str, np.ndarray], flax_tree, config, bound:
     worst = (0.0, "")
     for k in want:
         a, b = want[k], np.asarray(got[k])
-        if zero_grad_keys and k[-2:] == ("key", "bias"):
+        if zero_grad_keys and k[-2:] == (("key", "bias") if "attention_pool" in k else shared_shift):
             assert max(np.abs(a).max(), np.abs(b).max()) <= bound * scale, k
             continue
         if key_bias_abs is not None and k[-2:] == ("key", "bias"):
@@ -70,6 +74,51 @@ def test_gradients_match(config_name: str, dtype: str) -> None:
     grads_pt = {k: p.grad.numpy() for k, p in pt.named_parameters()}
     loss = _flax_loss(t.flax_model, x_fx, jnp.asarray(y))
     grads_fx = jax.grad(loss)(t.params)
+    _compare_trees(grads_pt, grads_fx, t.config, GRAD_REL[dtype], f"{config_name} {dtype} params",
+                   zero_grad_keys=True)
+    grad_x = jax.grad(lambda x: loss(t.params, x))(x_fx)  # (B, H, W, C)
+    assert _rel(x_pt.grad.numpy().transpose(0, 2, 3, 1), np.asarray(grad_x)) <= GRAD_REL[dtype]
+
+
+# every switch on at once (two configs: a DeiT / DINOv2 / CLIP mix with both heads, and a
+# MAP-pooled model with no [CLS], big_vision's fixed table and the pooled final norm)
+ALL_SWITCHES: dict[str, ViTConfig] = {
+    "all-switches-cls": ViTConfig(
+        hidden_size=24, num_attention_heads=2, num_hidden_layers=2, intermediate_size=20,
+        image_size=(12, 8), patch_size=4, num_labels=3, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        distillation_token=True, num_register_tokens=2, pre_norm=True, patch_bias=False,
+        layer_scale=True, layerscale_value=0.5, mlp_type="swiglu", qk_norm=True, mask_token=True,
+        position_embedding_resampling="bicubic_antialias"),
+    "all-switches-map": ViTConfig(
+        hidden_size=24, num_attention_heads=3, num_hidden_layers=2, intermediate_size=32,
+        image_size=(8, 12), patch_size=4, num_labels=2, hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6, class_token=False, num_register_tokens=1, pooling="map",
+        final_norm="pooled", position_embedding_type="sincos2d", pre_norm=True, layer_scale=True,
+        layerscale_value=0.7, mlp_type="swiglu", qk_norm=True, qkv_bias=False),
+}
+
+
+@pytest.mark.parametrize(("config_name", "dtype"), [
+    *((name, dtype) for name in ALL_SWITCHES for dtype in ("float64", "float32")),
+    *((name, "float64") for name in FAMILY_CONFIGS)])
+def test_gradients_match_with_the_family_switches(config_name: str, dtype: str) -> None:
+    """Gradients of every parameter (LayerScale, SwiGLU halves, qk-norm, MAP probe and head, both
+    DeiT heads, registers...) and of the pixels; an unused tensor (the mask token) has none in
+    either."""
+    config = ALL_SWITCHES.get(config_name) or FAMILY_CONFIGS[config_name]
+    t = make_twin(config, dtype, "torch->flax")
+    x_pt, x_fx = pixels(t.config, dtype, batch=3)
+    y = _labels(3, t.config.num_labels)
+    pt = t.torch_model.train()  # dropout probabilities are 0 in these configs
+    x_pt.requires_grad_(True)
+    F.cross_entropy(pt(x_pt), torch.from_numpy(y)).backward()
+    grads_pt = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy()
+                for k, p in pt.named_parameters()}
+    loss = _flax_loss(t.flax_model, x_fx, jnp.asarray(y))
+    grads_fx = jax.grad(loss)(t.params)
+    if config.mask_token:
+        assert not np.asarray(grads_fx["vit"]["embeddings"]["mask_token"]).any()
+        assert pt.vit.embeddings.mask_token.grad is None
     _compare_trees(grads_pt, grads_fx, t.config, GRAD_REL[dtype], f"{config_name} {dtype} params",
                    zero_grad_keys=True)
     grad_x = jax.grad(lambda x: loss(t.params, x))(x_fx)  # (B, H, W, C)

@@ -120,3 +120,18 @@ def test_hf_errors_name_the_problem(tmp_path) -> None:
         ViTConfig.from_hf(bad)
     with pytest.raises(ValueError, match="3 labels but num_labels is 2"):
         ViTConfig(num_labels=2, extra={"id2label": {0: "a", 1: "b", 2: "c"}})
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(hidden_size=42, num_attention_heads=3, position_embedding_type="sincos2d"), "divisible by 4, got 42"),
+    (dict(class_token=False, distillation_token=True), "distillation_token needs class_token"),
+    (dict(distillation_token=True, pooling="gap"), "needs pooling 'cls'"),
+    (dict(class_token=False), "pooling 'cls' needs class_token"),
+    (dict(pooling="max"), "pooling"),
+    (dict(num_register_tokens=-1), "num_register_tokens"),
+])
+def test_switch_combinations_that_cannot_run_are_refused(fields: dict, words: str) -> None:
+    """Refused when the config is made, not at the first forward (the switch property found the
+    sincos2d width)."""
+    with pytest.raises(ValueError, match=words):
+        ViTConfig(**fields)

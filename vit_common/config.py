@@ -136,6 +136,10 @@ class ViTConfig:
                              "tokens: it needs pooling 'cls' and final_norm 'tokens'")
         if self.pooling == "cls" and not self.class_token:
             raise ValueError("ViTConfig: pooling 'cls' needs class_token; pick 'gap' or 'map'")
+        if self.position_embedding_type == "sincos2d" and self.hidden_size % 4:
+            raise ValueError(f"ViTConfig: sincos2d position embeddings split hidden_size in four "
+                             f"(sin / cos of rows and columns): it must be divisible by 4, got "
+                             f"{self.hidden_size}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"ViTConfig: hidden_size ({self.hidden_size}) must be divisible by "
