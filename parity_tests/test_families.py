@@ -40,6 +40,7 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
 HF_FAMILIES = {
     "dinov2": lambda: transformers.Dinov2Model(transformers.Dinov2Config(**KW)),
     "dinov2-swiglu": lambda: transformers.Dinov2Model(transformers.Dinov2Config(**KW, use_swiglu_ffn=True)),
@@ -59,6 +60,17 @@ HF_FAMILIES = {
     "siglip-two-tower": lambda: transformers.SiglipModel(transformers.SiglipConfig(
         vision_config=KW, text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                            intermediate_size=48))),
+    # every HF classifier head: what each reads is classifier_input
+    "dinov2-classifier": lambda: transformers.Dinov2ForImageClassification(
+        transformers.Dinov2Config(**KW, num_labels=5)),  # [CLS] next to the patch mean, 2 x hidden
+    "dinov2-registers-classifier": lambda: transformers.Dinov2WithRegistersForImageClassification(
+        transformers.Dinov2WithRegistersConfig(**KW, num_register_tokens=2, num_labels=5)),
+    "clip-classifier": lambda: transformers.CLIPForImageClassification(transformers.CLIPConfig(
+        vision_config=KW, text_config=_TEXT, num_labels=5)),  # patch mean before post_layernorm
+    "siglip-classifier": lambda: transformers.SiglipForImageClassification(transformers.SiglipConfig(
+        vision_config=KW, text_config=_TEXT, num_labels=5)),  # mean of the normalised tokens
+    "deit-cls-classifier": lambda: transformers.DeiTForImageClassification(
+        transformers.DeiTConfig(**KW, num_labels=5)),  # [CLS] only, the DIST token unused
 }
 
 
@@ -123,7 +135,9 @@ def test_hf_family_loads_and_writes_back(family: str, tmp_path) -> None:
     checkpoints.save_hf(ckpt.state, ckpt.config, tmp_path / "ours")
     cls = type(model.vision_model if hasattr(model, "vision_model") and not hasattr(model, "embeddings")
                else model)
-    if family.startswith(("clip-two", "siglip-two")):
+    if family.endswith("-classifier"):
+        cls = type(model)
+    elif family.startswith(("clip-two", "siglip-two")):
         cls = transformers.CLIPVisionModel if family.startswith("clip") else transformers.SiglipVisionModel
     if family == "deit-model":
         back = transformers.DeiTModel.from_pretrained(tmp_path / "ours", add_pooling_layer=False,

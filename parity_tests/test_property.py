@@ -57,6 +57,8 @@ def switches(draw: st.DrawFn) -> dict:
         layer_scale=draw(st.booleans()), layerscale_value=draw(st.floats(0.2, 1.0)),
         mlp_type=draw(st.sampled_from(["mlp", "swiglu"])), qk_norm=draw(st.booleans()),
         mask_token=draw(st.booleans()),
+        classifier_input=draw(st.sampled_from(["pooled", "cls", "patch_mean", "cls_patch_mean"]
+                                              if class_token else ["pooled", "patch_mean"])),
     )
 
 

@@ -39,13 +39,13 @@ TINY_CONFIGS: dict[str, ViTConfig] = {
                               layer_norm_eps=1e-6, num_labels=4),
 }
 
-# The family switches, every value of each in at least one tiny config
+# The family switches, every value of each in at least one tiny config (classifier_input too)
 FAMILY_CONFIGS: dict[str, ViTConfig] = {
     "dinov2reg-swiglu-qknorm": ViTConfig(
         hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=24,
         image_size=(16, 28), patch_size=4, layer_norm_eps=1e-6, num_labels=3, num_register_tokens=2,
         layer_scale=True, layerscale_value=0.5, mask_token=True, mlp_type="swiglu", qk_norm=True,
-        position_embedding_resampling="bicubic_antialias"),
+        position_embedding_resampling="bicubic_antialias", classifier_input="cls_patch_mean"),
     "deit-distilled-tanh": ViTConfig(
         hidden_size=48, num_attention_heads=3, num_hidden_layers=2, intermediate_size=96,
         image_size=24, patch_size=6, hidden_act="gelu_new", layer_norm_eps=1e-6, num_labels=5,
@@ -58,7 +58,7 @@ FAMILY_CONFIGS: dict[str, ViTConfig] = {
     "clip-prenorm-pooled": ViTConfig(
         hidden_size=24, num_attention_heads=2, num_hidden_layers=2, intermediate_size=40,
         image_size=15, patch_size=3, hidden_act="quick_gelu", layer_norm_eps=1e-5, num_labels=2,
-        pre_norm=True, patch_bias=False, final_norm="pooled"),
+        pre_norm=True, patch_bias=False, final_norm="pooled", classifier_input="patch_mean"),
     "bigvision-sincos-gap-reg": ViTConfig(
         hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=48,
         image_size=(12, 20), patch_size=4, hidden_act="gelu_new", layer_norm_eps=1e-6,
@@ -67,7 +67,7 @@ FAMILY_CONFIGS: dict[str, ViTConfig] = {
     "nopos-map-cls": ViTConfig(
         hidden_size=24, num_attention_heads=3, num_hidden_layers=1, intermediate_size=32,
         image_size=12, patch_size=4, num_labels=2, position_embedding_type="none", pooling="map",
-        qk_norm=True),
+        qk_norm=True, classifier_input="cls"),
 }
 ALL_CONFIGS: dict[str, ViTConfig] = {**TINY_CONFIGS, **FAMILY_CONFIGS}
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vit_common import convert
-from vit_common.config import MODEL_PRESETS, ViTConfig
+from vit_common.config import HF_CLASSIFIERS, MODEL_PRESETS, TWO_TOWERS, ViTConfig
 from vit_common.convert import (
     BIG_VISION,
     FLAX,
@@ -54,13 +54,13 @@ HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_mode
               "flax_model.msgpack")
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
 POOLER_PREFIXES = ("", "vit.", "deit.")
-# the HF classes each family is saved as: (backbone, with a classifier or None)
-HF_ARCHITECTURES: dict[str, tuple[str, str | None]] = {
-    "vit": ("ViTModel", "ViTForImageClassification"),
-    "deit": ("DeiTModel", "DeiTForImageClassificationWithTeacher"),
-    "dinov2": ("Dinov2Model", None), "dinov2_with_registers": ("Dinov2WithRegistersModel", None),
-    "clip_vision_model": ("CLIPVisionModel", None), "siglip_vision_model": ("SiglipVisionModel", None)}
-STATE_NAMINGS = ("timm", "transformers-5", "hf-deit", "hf-dinov2", "hf-clip", "hf-siglip", "hf")
+# the HF backbone class of each family (its classifiers: vit_common.config.HF_CLASSIFIERS)
+HF_BACKBONES: dict[str, str] = {
+    "vit": "ViTModel", "deit": "DeiTModel", "dinov2": "Dinov2Model",
+    "dinov2_with_registers": "Dinov2WithRegistersModel", "clip_vision_model": "CLIPVisionModel",
+    "siglip_vision_model": "SiglipVisionModel"}
+STATE_NAMINGS = ("timm", "transformers-5", "hf-deit", "hf-dinov2-registers", "hf-dinov2", "hf-clip",
+                 "hf-siglip", "hf")
 NPZ_PREFIXES = ("", "opt/target/", "params/", "params/img/")
 # Each source's real model, for what weights cannot say.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -208,14 +208,15 @@ def _vision_tower(raw: Mapping[str, Any], source: str, notes: list[str]) -> Mapp
     prefix = "vision_model."
     if not any(k.startswith(prefix) for k in raw):
         return raw
-    aside = sorted(k for k in raw if not k.startswith(prefix))
+    head = {k: v for k, v in raw.items() if k.startswith("classifier.")}  # CLIP / SigLIP classifiers
+    aside = sorted(k for k in raw if not k.startswith(prefix) and k not in head)
     if aside:
         groups = sorted({k.split(".")[0] for k in aside})
         msg = (f"{source}: took the vision tower (vision_model.*); left aside {len(aside)} tensors "
                f"of {', '.join(groups)}")
         warnings.warn(msg, stacklevel=3)
         notes.append(msg)
-    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    return {**{k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}, **head}
 
 
 def _note_pooler(source: str, dropped: list[str], notes: list[str]) -> None:
@@ -501,10 +502,30 @@ def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
 
 
 def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
+    """The config.json of the family's HF class: its backbone, or the classifier whose head reads
+    what this one reads (CLIP's and SigLIP's classifiers take their two-tower config)."""
     data = config.to_hf()
-    backbone, classifier = HF_ARCHITECTURES[data["model_type"]]
-    data["architectures"] = [classifier if with_head else backbone]
-    return data
+    model_type = data["model_type"]
+    if not with_head:
+        data["architectures"] = [HF_BACKBONES[model_type]]
+        return data
+    data["architectures"] = [hf_classifier(config, model_type)]
+    tower = next((t for t, v in TWO_TOWERS.items() if v == model_type), None)
+    if tower is None:
+        return data
+    top = {k: data.pop(k) for k in ("architectures", "id2label", "label2id", "preprocessing") if k in data}
+    return {"model_type": tower, "vision_config": data, **top}
+
+
+def hf_classifier(config: ViTConfig, model_type: str) -> str:
+    """The HF class of a classifier of this family whose head reads config.classifier_input."""
+    cls = HF_CLASSIFIERS.get((model_type, config.classifier_input))
+    if cls is None:
+        have = [f"{head} ({name})" for (family, head), name in HF_CLASSIFIERS.items() if family == model_type]
+        raise ValueError(f"HF {model_type!r} has no classifier reading classifier_input="
+                         f"{config.classifier_input!r} (its heads: {', '.join(have) or 'none'}); write "
+                         f"the backbone, or timm / Flax weights")
+    return cls
 
 
 def hf_layout(state: Mapping[str, np.ndarray], config: ViTConfig
@@ -512,9 +533,8 @@ def hf_layout(state: Mapping[str, np.ndarray], config: ViTConfig
     """A canonical state as its HF family holds it: (their tensors, the family's config, naming)."""
     target = convert.hf_form(config)
     model_type = target.extra["model_type"]
-    if has_classifier(state) and HF_ARCHITECTURES[model_type][1] is None:
-        raise ValueError(f"HF {model_type!r} has no classifier of this shape (its heads differ); write "
-                         f"the backbone, or timm / Flax weights")
+    if has_classifier(state):
+        hf_classifier(config, model_type)
     state = convert.relayout(state, config, target)
     naming = convert.HF_FAMILY_NAMINGS[model_type]
     return {k: make() for k, make in to_naming(naming, state, target)}, target, naming
@@ -593,7 +613,15 @@ def save_npz(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.
     write_npz(path, _npz_items(state, config), overwrite=overwrite, progress=progress)
 
 
+def _plain_head(state: Mapping[str, np.ndarray], config: ViTConfig, target: str) -> None:
+    """timm's and Google's heads read the pooled embedding (DeiT's two: CLS and DIST) only."""
+    if has_classifier(state) and config.classifier_input != "pooled":
+        raise ValueError(f"{target} classifiers read the pooled embedding; this one reads "
+                         f"classifier_input={config.classifier_input!r}: write HF or Flax weights")
+
+
 def _npz_items(state: Mapping[str, np.ndarray], config: ViTConfig) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    _plain_head(state, config, "npz")
     classic = _hf_family(config) == "vit"  # classic ViT: vision_transformer's own layout
     if classic:
         return to_naming(NPZ, state, config)
@@ -624,5 +652,6 @@ def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None)
     """Canonical -> timm names and layout (registers without position slots, no mask token), in
     memory."""
     cfg = config or convert.infer_config(state, square=False)
+    _plain_head(state, cfg, "timm")
     target = convert.timm_form(cfg)
     return {k: make() for k, make in to_naming(TIMM, convert.relayout(state, cfg, target), target)}

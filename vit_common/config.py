@@ -23,6 +23,7 @@ Resampling = Literal["bicubic", "bicubic_antialias"]
 Pooling = Literal["cls", "gap", "map"]
 FinalNorm = Literal["tokens", "pooled"]
 MlpType = Literal["mlp", "swiglu"]
+ClassifierInput = Literal["pooled", "cls", "patch_mean", "cls_patch_mean"]
 # How both twins compute attention (a module argument like dtype, not a config field): einsum /
 # matmul + softmax, or the framework's fused scaled-dot-product attention
 AttentionImpl = Literal["eager", "sdpa"]
@@ -74,6 +75,11 @@ class ViTConfig:
     mlp_type: MlpType = "mlp"  # swiglu: silu(gate) * up with [gate; up] in intermediate.dense
     qk_norm: bool = False  # LayerNorm over head_dim on queries and keys (timm)
     mask_token: bool = False  # DINOv2's mask token: unused at inference, kept through round trips
+    # what ViTForImageClassification's linear head reads from the final tokens: the pooled
+    # embedding (ViT, timm; DeiT's two heads on CLS and DIST), the [CLS] token alone (HF
+    # DeiTForImageClassification), the mean of the patch tokens (HF CLIP / SigLIP classifiers) or
+    # [CLS] next to that mean, 2 x hidden wide (HF DINOv2 classifiers)
+    classifier_input: ClassifierInput = "pooled"
     # HF metadata carried through unchanged (id2label, architectures, model_type, ...). Not part of
     # the architecture, so it takes no part in equality or hashing.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
@@ -129,6 +135,15 @@ class ViTConfig:
         if not self.class_token and not self.distillation_token:
             # nothing to cover: one spelling, so equal models have equal configs
             object.__setattr__(self, "position_embedding_covers_prefix", False)
+        if self.classifier_input not in get_args(ClassifierInput):
+            fail("classifier_input", f"one of {get_args(ClassifierInput)}")
+        if self.classifier_input in ("cls", "cls_patch_mean") and not self.class_token:
+            raise ValueError(f"ViTConfig: classifier_input {self.classifier_input!r} reads the [CLS] "
+                             f"token: it needs class_token")
+        if (self.classifier_input == "cls" and not self.distillation_token
+                and (self.pooling, self.final_norm) == ("cls", "tokens")):
+            # the pooled embedding is the [CLS] token: one spelling, so equal models have equal configs
+            object.__setattr__(self, "classifier_input", "pooled")
         if self.distillation_token and not self.class_token:
             raise ValueError("ViTConfig: distillation_token needs class_token (DeiT has both)")
         if self.distillation_token and (self.pooling, self.final_norm) != ("cls", "tokens"):
@@ -269,7 +284,8 @@ class ViTConfig:
             vision = data.get("vision_config")
             if not isinstance(vision, dict):
                 raise ValueError(f"a {model_type!r} config needs a 'vision_config' object")
-            vision = {**vision, "model_type": TWO_TOWERS[model_type]}
+            top = {k: data[k] for k in ("architectures", "id2label", "label2id", "num_labels") if k in data}
+            vision = {**vision, **top, "model_type": TWO_TOWERS[model_type]}  # a classifier's labels
             config = cls._from_hf_dict(vision)
             return config.replace(extra={**config.extra, "vision_tower_of": model_type})
         if model_type not in HF_FAMILIES:
@@ -277,7 +293,8 @@ class ViTConfig:
                              f"{', '.join(HF_FAMILIES)} (or {', '.join(TWO_TOWERS)}), got {model_type!r}")
         family = HF_FAMILIES[model_type]
         data = {**family.hf_defaults, **data}
-        arch = {f.name for f in dataclasses.fields(cls)} - {"num_labels", "extra"} - set(SWITCHES)
+        arch = ({f.name for f in dataclasses.fields(cls)} - {"num_labels", "extra", "classifier_input"}
+                - set(SWITCHES))
         fields = {k: data[k] for k in arch if k in data}
         fields.update(family.switches)
         extra = {k: v for k, v in data.items() if k not in arch and k != "num_labels"
@@ -286,6 +303,9 @@ class ViTConfig:
         if "attention_dropout" in data:  # CLIP's and SigLIP's name
             fields["attention_probs_dropout_prob"] = data["attention_dropout"]
             extra.pop("attention_dropout", None)
+        architectures = data.get("architectures")
+        if isinstance(architectures, list) and architectures and architectures[0] in HF_CLASSIFIER_INPUTS:
+            fields["classifier_input"] = HF_CLASSIFIER_INPUTS[architectures[0]]
         if model_type.startswith("dinov2"):
             fields.update(_dinov2_fields(data))
         elif model_type == "siglip_vision_model" and data.get("vision_use_head", True) is not True:
@@ -332,7 +352,7 @@ class ViTConfig:
         data.update({k: v for k, v in self.extra.items() if k != "vision_tower_of"})
         data["model_type"] = model_type
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "num_labels") and f.name not in SWITCHES and (
+            if f.name not in ("extra", "num_labels", "classifier_input") and f.name not in SWITCHES and (
                     f.name != "layerscale_value" or model_type.startswith("dinov2")):
                 value = getattr(self, f.name)
                 data[f.name] = list(value) if isinstance(value, tuple) else value
@@ -400,6 +420,17 @@ HF_FAMILIES: dict[str, HFFamily] = {
         {**_CLIP_SIGLIP_SIZES, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}),
 }
 TWO_TOWERS = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
+# HF's classifier classes: (model_type, classifier_input) -> class, and what each head reads
+HF_CLASSIFIERS: dict[tuple[str, str], str] = {
+    ("vit", "pooled"): "ViTForImageClassification",
+    ("deit", "pooled"): "DeiTForImageClassificationWithTeacher",
+    ("deit", "cls"): "DeiTForImageClassification",
+    ("dinov2", "cls_patch_mean"): "Dinov2ForImageClassification",
+    ("dinov2_with_registers", "cls_patch_mean"): "Dinov2WithRegistersForImageClassification",
+    ("clip_vision_model", "patch_mean"): "CLIPForImageClassification",
+    ("siglip_vision_model", "patch_mean"): "SiglipForImageClassification",
+}
+HF_CLASSIFIER_INPUTS: dict[str, str] = {cls: head for (_, head), cls in HF_CLASSIFIERS.items()}
 
 
 def _swiglu_hidden(hidden_size: int, mlp_ratio: float) -> int:

@@ -163,9 +163,10 @@ TABLE: tuple[Rule, ...] = (
 )
 # ViTForImageClassification: the backbone under "vit." plus this head.
 HEADS: tuple[Rule, ...] = (
-    _linear("classifier", lambda c: (c.num_labels, c.hidden_size)),
+    _linear("classifier", lambda c: (c.num_labels, c.hidden_size * (2 if c.classifier_input == "cls_patch_mean"
+                                                                    else 1))),
     _linear("distillation_classifier", lambda c: (c.num_labels, c.hidden_size),
-            when=lambda c: c.distillation_token))
+            when=lambda c: c.distillation_token and c.classifier_input == "pooled"))
 HEAD = HEADS[0]
 BACKBONE_PREFIX = "vit."
 CLASSIFIER_KEY = "classifier.weight"
@@ -258,8 +259,10 @@ FLAX = Naming("flax", _identity(sep="/"), (Rename("classifier", "classifier", "l
               sep="/", backbone_prefix="vit/", markers=("embeddings/patch_embeddings/projection/kernel",))
 _HF_COPY: dict[Kind, Kind] = {"linear": "copy", "conv": "copy", "norm": "copy"}
 # HF DeiT: ViT's names under "deit.", the two heads named for their tokens
-HF_DEIT = Naming("hf-deit", _identity(_HF_COPY), (Rename("classifier", "cls_classifier"),
-                                                   Rename("distillation_classifier", "distillation_classifier")),
+HF_DEIT = Naming("hf-deit", _identity(_HF_COPY), (
+    Rename("classifier", "cls_classifier", when=lambda c: c.classifier_input == "pooled"),  # WithTeacher
+    Rename("classifier", "classifier", when=lambda c: c.classifier_input == "cls"),  # CLS-only head
+    Rename("distillation_classifier", "distillation_classifier")),
                  backbone_prefix="deit.", markers=("embeddings.distillation_token",))
 
 
@@ -280,7 +283,12 @@ HF_DINOV2 = Naming("hf-dinov2", tuple(
     Rename(_L + "output.dense", _L + "mlp.fc2", when=_gelu_mlp),
     Rename(_L + "intermediate.dense", _L + "mlp.weights_in", when=_swiglu),
     Rename(_L + "output.dense", _L + "mlp.weights_out", when=_swiglu),
-), (), markers=("embeddings.patch_embeddings.projection.weight", "encoder.layer.0.layer_scale1.lambda1"))
+), (Rename("classifier", "classifier"),), backbone_prefix="dinov2.",
+    markers=("embeddings.patch_embeddings.projection.weight", "encoder.layer.0.layer_scale1.lambda1"))
+# HF DINOv2 with registers: the same names, its classifier's backbone under its own prefix
+HF_DINOV2_REGISTERS = dataclasses.replace(
+    HF_DINOV2, name="hf-dinov2-registers", backbone_prefix="dinov2_with_registers.",
+    markers=(*HF_DINOV2.markers, "embeddings.register_tokens"))
 _CL = "encoder.layers.{i}."
 
 
@@ -300,7 +308,8 @@ def _clip_layers() -> tuple[Rename, ...]:
 # HF CLIPVisionModel / SiglipVisionModel, bare keys (transformers 5) or under "vision_model." (4.x
 # and two-tower checkpoints; the loader takes that tower)
 HF_CLIP = Naming("hf-clip", (Rename("embeddings.cls_token", "embeddings.class_embedding", "vector"),
-                             Rename("pre_layernorm", "pre_layrnorm"), *_clip_layers()), (),
+                             Rename("pre_layernorm", "pre_layrnorm"), *_clip_layers()),
+                 (Rename("classifier", "classifier"),), backbone_prefix="vision_model.",
                  markers=("embeddings.class_embedding", "encoder.layers.0.self_attn.q_proj.weight"))
 HF_SIGLIP = Naming("hf-siglip", (*_clip_layers(),
                                  Rename(_P + "probe", "head.probe", "param"),
@@ -309,10 +318,11 @@ HF_SIGLIP = Naming("hf-siglip", (*_clip_layers(),
                                  Rename(_P + "attention.output.dense", "head.attention.out_proj"),
                                  Rename(_P + "layernorm", "head.layernorm"),
                                  Rename(_P + "intermediate.dense", "head.mlp.fc1"),
-                                 Rename(_P + "output.dense", "head.mlp.fc2")), (),
+                                 Rename(_P + "output.dense", "head.mlp.fc2")),
+                   (Rename("classifier", "classifier"),), backbone_prefix="vision_model.",
                    markers=("head.probe", "encoder.layers.0.self_attn.q_proj.weight"))
 HF_FAMILY_NAMINGS: dict[str, Naming] = {
-    "vit": HF, "deit": HF_DEIT, "dinov2": HF_DINOV2, "dinov2_with_registers": HF_DINOV2,
+    "vit": HF, "deit": HF_DEIT, "dinov2": HF_DINOV2, "dinov2_with_registers": HF_DINOV2_REGISTERS,
     "clip_vision_model": HF_CLIP, "siglip_vision_model": HF_SIGLIP}
 # transformers 5 renamed ViT's modules in memory; save_pretrained still writes the classic names,
 # but torch.save(model.state_dict()) records these
@@ -398,7 +408,7 @@ BIG_VISION = Naming("big_vision", _google("MultiHeadDotProductAttention_0", "Lay
                     (Rename("classifier", "head", "linear"),), sep="/",
                     markers=("embedding/kernel", "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"))
 NAMINGS: dict[str, Naming] = {n.name: n for n in (HF, TRANSFORMERS5, TIMM, FLAX, NPZ, BIG_VISION, HF_DEIT,
-                                                   HF_DINOV2, HF_CLIP, HF_SIGLIP)}
+                                                   HF_DINOV2, HF_DINOV2_REGISTERS, HF_CLIP, HF_SIGLIP)}
 
 
 def _their_key(module: str, leaf: Leaf, sep: str) -> str:
@@ -777,6 +787,10 @@ def relayout(state: Mapping[str, Any], config: ViTConfig, target: ViTConfig) -> 
         fields = [f.name for f in dataclasses.fields(ViTConfig)
                   if f.compare and getattr(config, f.name) != getattr(target, f.name) and f.name not in differ]
         raise ValueError(f"cannot rewrite this model as the other: {', '.join(fields)} differ")
+    if ("final_norm" in differ and has_classifier(state)
+            and config.classifier_input in ("patch_mean", "cls_patch_mean")):
+        raise ValueError(f"this classifier reads the final tokens (classifier_input="
+                         f"{config.classifier_input!r}): moving the final norm would change its logits")
     if "final_norm" in differ and (config.pooling != "cls" or config.distillation_token):
         raise ValueError("the final norm moves between the tokens and the pooled vector only for a "
                          "single [CLS] token, where both give the same pooled output")

@@ -416,7 +416,8 @@ class ViTForImageClassification(ViTModule):
         self.vit = VisionTransformer(**self.module_args)
         self.classifier = _dense(self, self.config.num_labels)
         self.distillation_classifier = (_dense(self, self.config.num_labels)
-                                        if self.config.distillation_token else None)
+                                        if self.config.distillation_token
+                                        and self.config.classifier_input == "pooled" else None)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
@@ -424,9 +425,20 @@ class ViTForImageClassification(ViTModule):
 
     def head(self, tokens: jax.Array, train: bool = False) -> jax.Array:
         """The logits from the backbone's final tokens (forward_features)."""
-        if self.distillation_classifier is None:
-            return self.classifier(self.vit.pool(tokens, train))
-        return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
+        if self.distillation_classifier is not None:  # DeiT: one head on CLS, one on DIST
+            return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
+        reads, prefix = self.config.classifier_input, self.config.num_prefix_tokens
+        if reads != "pooled" and self.is_initializing():
+            self.vit.pool(tokens, train)  # the pooling's parameters exist, unused by the head, as in torch
+        if reads == "pooled":
+            x = self.vit.pool(tokens, train)
+        elif reads == "cls":
+            x = tokens[:, 0]
+        elif reads == "patch_mean":
+            x = tokens[:, prefix:].mean(axis=1)
+        else:  # cls_patch_mean
+            x = jnp.concatenate([tokens[:, 0], tokens[:, prefix:].mean(axis=1)], axis=-1)
+        return self.classifier(x)
 
 
 def _resize_pos_embed(pos: jax.Array, grid: tuple[int, int], new_grid: tuple[int, int],

@@ -388,9 +388,11 @@ class ViTForImageClassification(nn.Module):
                              f"{config.num_labels}; use VisionTransformer for embeddings")
         self.config = config
         self.vit = VisionTransformer(config, attention_impl)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        width = config.hidden_size * (2 if config.classifier_input == "cls_patch_mean" else 1)
+        self.classifier = nn.Linear(width, config.num_labels)
         self.distillation_classifier = (nn.Linear(config.hidden_size, config.num_labels)
-                                        if config.distillation_token else None)
+                                        if config.distillation_token and config.classifier_input == "pooled"
+                                        else None)
         for head in (self.classifier, self.distillation_classifier):
             if head is not None:
                 init_weights(config, head)
@@ -400,9 +402,18 @@ class ViTForImageClassification(nn.Module):
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         """The logits from the backbone's final tokens (forward_features)."""
-        if self.distillation_classifier is None:
-            return self.classifier(self.vit.pool(tokens))
-        return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
+        if self.distillation_classifier is not None:  # DeiT: one head on CLS, one on DIST
+            return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
+        reads, prefix = self.config.classifier_input, self.config.num_prefix_tokens
+        if reads == "pooled":
+            x = self.vit.pool(tokens)
+        elif reads == "cls":
+            x = tokens[:, 0]
+        elif reads == "patch_mean":
+            x = tokens[:, prefix:].mean(dim=1)
+        else:  # cls_patch_mean
+            x = torch.cat([tokens[:, 0], tokens[:, prefix:].mean(dim=1)], dim=-1)
+        return self.classifier(x)
 
 
 def init_weights(config: ViTConfig, module: nn.Module) -> None:
