@@ -13,9 +13,10 @@ import torch
 
 import vit_torch
 from vit_cli.convert import main as convert_main
+from vit_common import convert
 from vit_common.checkpoints import load_checkpoint, save_state_dict
 from vit_common.checkpoints import timm_state as to_timm
-from vit_common.config import ViTConfig
+from vit_common.config import SWITCHES, ViTConfig
 
 CFG = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
                 image_size=16, patch_size=8, num_labels=3, layer_norm_eps=1e-6)
@@ -93,3 +94,100 @@ def test_preset_config(tmp_path) -> None:
     assert convert_main([str(tmp_path / "ti.safetensors"), "-o", str(tmp_path / "hf"),
                          "--config", "Ti/16"]) == 0
     assert load_checkpoint(tmp_path / "hf").config.num_attention_heads == 3
+
+
+# --- the family: every format each family exists in, --verify reading the result back in its layout
+
+transformers = pytest.importorskip("transformers")
+_KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, image_size=28,
+           patch_size=14)
+_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
+HF_SOURCES = {
+    "dinov2": lambda: transformers.Dinov2Model(transformers.Dinov2Config(**_KW)),
+    "dinov2-registers-classifier": lambda: transformers.Dinov2WithRegistersForImageClassification(
+        transformers.Dinov2WithRegistersConfig(**_KW, num_register_tokens=2, num_labels=3)),
+    "clip-classifier": lambda: transformers.CLIPForImageClassification(
+        transformers.CLIPConfig(vision_config=_KW, text_config=_TEXT, num_labels=3)),
+    "siglip": lambda: transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**_KW)),
+    "deit-teacher": lambda: transformers.DeiTForImageClassificationWithTeacher(
+        transformers.DeiTConfig(**_KW, num_labels=3)),
+}
+# (family, destination, --to): every format that holds the family
+FAMILY_TARGETS = [(f, d, t) for f in HF_SOURCES for d, t in (("hf_dir", None), ("p.msgpack", None))] + [
+    ("dinov2", "t.safetensors", "timm"), ("siglip", "t.safetensors", "timm"), ("siglip", "b.npz", None),
+    ("deit-teacher", "t.safetensors", "timm")]
+# what a format cannot hold is refused by name, nothing written
+FAMILY_REFUSALS = [
+    ("dinov2-registers-classifier", "t.safetensors", "timm", "classifier_input='cls_patch_mean'"),
+    ("clip-classifier", "b.npz", None, "classifier_input='patch_mean'"),
+    ("dinov2", "b.npz", None, "layer_scale=True"),
+    ("deit-teacher", "flax_dir", "flax", "HF has Flax models for ViT only, not 'deit'"),
+]
+
+
+def _hf_source(family: str, tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = HF_SOURCES[family]()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # LayerScale, norms and biases away from their init
+    model.save_pretrained(tmp_path / "src")
+    return tmp_path / "src"
+
+
+@pytest.mark.parametrize("family, dst, to", FAMILY_TARGETS)
+def test_family_convert_and_verify(family: str, dst: str, to: str | None, tmp_path, capsys) -> None:
+    src = _hf_source(family, tmp_path)
+    rc = convert_main([str(src), "-o", str(tmp_path / dst), "--verify", "--quiet"]
+                      + (["--to", to] if to else []))
+    text = capsys.readouterr().out
+    assert rc == 0 and "verify: OK" in text, text
+    assert ("logits" in text) == ("classifier" in family or family.startswith("deit"))
+
+
+@pytest.mark.parametrize("family, dst, to, words", FAMILY_REFUSALS)
+def test_family_formats_refuse_what_they_cannot_hold(family: str, dst: str, to: str | None, words: str,
+                                                     tmp_path, capsys) -> None:
+    src = _hf_source(family, tmp_path)
+    rc = convert_main([str(src), "-o", str(tmp_path / dst), "--quiet"] + (["--to", to] if to else []))
+    assert rc == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / dst).exists()
+
+
+TIMM_SMALL = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, patch_size=14)
+# (timm name, kwargs, --config fields beyond the head count, the HF class its HF output loads in)
+TIMM_SOURCES = [
+    ("vit_small_patch14_reg4_dinov2", dict(init_values=0.5), {}, "Dinov2WithRegistersModel"),
+    ("vit_small_patch14_dinov2", dict(init_values=0.5), {}, "Dinov2Model"),
+    ("deit_tiny_distilled_patch16_224", dict(num_classes=3), {}, "DeiTForImageClassificationWithTeacher"),
+    ("vit_base_patch16_siglip_224", {}, {"hidden_act": "gelu"}, None),
+    ("vit_base_patch16_clip_224", {}, {"layer_norm_eps": 1e-5}, None),
+    ("vit_base_patch16_gap_224", {}, {}, None),
+    ("vit_medium_patch16_reg4_gap_256", {}, {}, None),
+    ("vit_small_patch16_224", dict(qk_norm=True, init_values=0.3, num_classes=4), {}, None),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, fields, hf_class", TIMM_SOURCES)
+def test_timm_family_files_need_only_the_head_count(name: str, kwargs: dict, fields: dict,
+                                                    hf_class: str | None, tmp_path, capsys) -> None:
+    """A timm file of any family converts with --config stating only what tensors cannot say (the
+    head count; eps / activation where timm's differ from the defaults): the switches are read
+    from the tensors, the result is checked by --verify, and equals timm's own architecture."""
+    import json
+
+    timm = pytest.importorskip("timm")
+    model = timm.create_model(name, pretrained=False, **{**TIMM_SMALL, **kwargs}).eval()
+    save_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, tmp_path / "t.safetensors")
+    (tmp_path / "cfg.json").write_text(json.dumps({"num_attention_heads": 2, **fields}))
+    read = load_checkpoint(tmp_path / "t.safetensors", tmp_path / "cfg.json").config
+    want = convert.timm_form(ViTConfig.from_timm(name, **{**TIMM_SMALL, **kwargs}))
+    assert {k: getattr(read, k) for k in SWITCHES} == {k: getattr(want, k) for k in SWITCHES}
+    dst = tmp_path / ("hf" if hf_class else "p.msgpack")
+    rc = convert_main([str(tmp_path / "t.safetensors"), "-o", str(dst), "--config", str(tmp_path / "cfg.json"),
+                       "--verify", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "verify: OK" in text, text
+    if hf_class:
+        back, info = getattr(transformers, hf_class).from_pretrained(dst, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]

@@ -123,7 +123,7 @@ def _main(args: argparse.Namespace) -> int:
     if not args.verify:
         return EXIT_OK
     return _verify(args.src, args.output, target, ckpt, args.tolerance, args.drop_pre_logits,
-                   source_config)
+                   source_config, _written_config(config, target, is_dir))
 
 
 def _write(ckpt: checkpoints.Checkpoint, dst: str, target: str, is_dir: bool, force: bool,
@@ -161,8 +161,22 @@ def _lost_in(target: str, is_dir: bool, config: ViTConfig) -> list[str]:
     return notes
 
 
+def _written_config(config: ViTConfig, target: str, is_dir: bool) -> ViTConfig | None:
+    """The config the output is read back with: a directory's own config.json; timm's and
+    big_vision's layouts for theirs (the same function, its tensors laid out as they hold them)."""
+    from vit_common import convert
+
+    if is_dir:
+        return None
+    if target == "timm":
+        return convert.timm_form(config)
+    if target == "npz":
+        return checkpoints.npz_form(config)
+    return config
+
+
 def _verify(src: str, dst: str, target: str, ckpt: checkpoints.Checkpoint, tolerance: float,
-            drop_pre_logits: bool, source_config: ViTConfig) -> int:
+            drop_pre_logits: bool, source_config: ViTConfig, written: ViTConfig | None) -> int:
     import torch
 
     import vit_torch
@@ -185,7 +199,7 @@ def _verify(src: str, dst: str, target: str, ckpt: checkpoints.Checkpoint, toler
         import vit_flax
 
         jax.config.update("jax_default_matmul_precision", "highest")
-        model, params = vit_flax.from_pretrained(dst, config)
+        model, params = vit_flax.from_pretrained(dst, written)
         bound = model.bind({"params": params})
         x_fx = jax.numpy.asarray(x.numpy().transpose(0, 2, 3, 1))
         if ckpt.has_head:
@@ -194,7 +208,7 @@ def _verify(src: str, dst: str, target: str, ckpt: checkpoints.Checkpoint, toler
             got = {"CLS": np.asarray(bound(x_fx))}
         framework = "flax"
     else:
-        result = vit_torch.from_pretrained(dst, config)
+        result = vit_torch.from_pretrained(dst, written)
         with torch.no_grad():
             got = _outputs(result, x)
         framework = "torch"

@@ -22,7 +22,14 @@ from typing import Any, Literal
 import numpy as np
 
 from vit_common import convert
-from vit_common.config import HF_CLASSIFIERS, MODEL_PRESETS, TWO_TOWERS, ViTConfig
+from vit_common.config import (
+    HF_CLASSIFIERS,
+    HF_FAMILIES,
+    MODEL_PRESETS,
+    SWITCHES,
+    TWO_TOWERS,
+    ViTConfig,
+)
 from vit_common.convert import (
     BIG_VISION,
     FLAX,
@@ -67,10 +74,19 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "hf": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
     "transformers-5": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
     "flax": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
-    "timm": {"hidden_act": "gelu", "layer_norm_eps": 1e-6},
+    # timm resamples position tables with antialiasing (dynamic_img_size, resample_abs_pos_embed)
+    "timm": {"hidden_act": "gelu", "layer_norm_eps": 1e-6, "position_embedding_resampling": "bicubic_antialias"},
     "npz": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6},  # flax's tanh GELU, flax's eps
     "big_vision": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6},
 }
+# HF family files without their config.json: the family's own switches and defaults
+_NAMING_FAMILIES = {"hf-deit": "deit", "hf-dinov2": "dinov2", "hf-dinov2-registers": "dinov2_with_registers",
+                    "hf-clip": "clip_vision_model", "hf-siglip": "siglip_vision_model"}
+for _naming, _family in _NAMING_FAMILIES.items():
+    _defaults = HF_FAMILIES[_family].hf_defaults
+    SOURCE_DEFAULTS[_naming] = {"hidden_act": _defaults.get("hidden_act", "gelu"),
+                                "layer_norm_eps": _defaults.get("layer_norm_eps", 1e-12),
+                                **HF_FAMILIES[_family].switches}
 
 
 class UnsupportedCheckpoint(ValueError):
@@ -174,6 +190,9 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         what = f"{weights} (with the model of {os.path.join(path, 'config.json')})"
     elif config is not None and not isinstance(config, (ViTConfig, str)):
         what = f"{weights} (with the model of {os.fspath(config)})"
+    if hf_config is None and not isinstance(config, ViTConfig):  # what the tensors say, then the source's
+        known = {**{k: v for k, v in SOURCE_DEFAULTS.get(naming.name, {}).items() if k in SWITCHES},
+                 **convert.switches_from_state(state, with_head, origin), **known}
     resolved = hf_config or _resolve_config(config, state, with_head, naming.name, known, weights)
     expected = {e.torch_key for e in convert.expected_entries(resolved, with_head)}
     if any(k not in expected for k in state):  # placed, but not in this model: say their names
@@ -622,8 +641,8 @@ def _plain_head(state: Mapping[str, np.ndarray], config: ViTConfig, target: str)
 
 def _npz_items(state: Mapping[str, np.ndarray], config: ViTConfig) -> list[tuple[str, Callable[[], np.ndarray]]]:
     _plain_head(state, config, "npz")
-    classic = _hf_family(config) == "vit"  # classic ViT: vision_transformer's own layout
-    if classic:
+    target = npz_form(config)
+    if target is config:  # classic ViT: vision_transformer's own layout
         return to_naming(NPZ, state, config)
     wrong = [f"{k}={getattr(config, k)!r}" for k in ("distillation_token", "num_register_tokens",
                                                      "pre_norm", "layer_scale", "qk_norm", "mask_token")
@@ -632,8 +651,15 @@ def _npz_items(state: Mapping[str, np.ndarray], config: ViTConfig) -> list[tuple
         raise ValueError(f"big_vision's ViT cannot express {', '.join(wrong) or 'this model'} "
                          f"(final_norm={config.final_norm!r}, mlp_type={config.mlp_type!r}, "
                          f"patch_bias={config.patch_bias})")
-    target = config.replace(position_embedding_covers_prefix=False)
     return to_naming(BIG_VISION, convert.relayout(state, config, target), target)
+
+
+def npz_form(config: ViTConfig) -> ViTConfig:
+    """The config as save_npz writes it: classic ViT as it is (vision_transformer's layout), the
+    rest in big_vision's (no position slot for [CLS])."""
+    if _hf_family(config) == "vit":
+        return config
+    return config.replace(position_embedding_covers_prefix=False)
 
 
 def _hf_family(config: ViTConfig) -> str | None:

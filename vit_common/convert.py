@@ -721,6 +721,50 @@ def infer_config(state_dict: Mapping[str, Any], with_head: bool | None = None, *
         num_labels=shape(CLASSIFIER_KEY, 2)[0] if with_head else 0, **known)
 
 
+def switches_from_state(state_dict: Mapping[str, Any], with_head: bool,
+                        origin: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The family switches a canonical state shows by its tensors alone: prefix tokens, registers,
+    pre-norm, patch bias, LayerScale, qk-norm, SwiGLU (the MLP's first matrix twice as wide as
+    the second's input), MAP pooling and, from timm's names (`origin`), its fc_norm (gap pooling,
+    the norm on the pooled vector), a gap model's plain norm and a register model's table without
+    a [CLS] slot. What tensors cannot say (the activation, eps, sincos2d, a non-timm gap model's
+    norm) is left out."""
+    p = BACKBONE_PREFIX if with_head else ""
+
+    def has(key: str) -> bool:
+        return p + key in state_dict
+
+    out: dict[str, Any] = {
+        "class_token": has("embeddings.cls_token"), "distillation_token": has("embeddings.distillation_token"),
+        "mask_token": has("embeddings.mask_token"), "pre_norm": has("pre_layernorm.weight"),
+        "patch_bias": has("embeddings.patch_embeddings.projection.bias"),
+        "layer_scale": has("encoder.layer.0.layer_scale1.lambda1"),
+        "qk_norm": has("encoder.layer.0.attention.attention.q_norm.weight")}
+    if has("embeddings.register_tokens") and np.ndim(state_dict[p + "embeddings.register_tokens"]) == 3:
+        out["num_register_tokens"] = int(np.shape(state_dict[p + "embeddings.register_tokens"])[1])
+    fc1, fc2 = (state_dict.get(p + f"encoder.layer.0.{n}.dense.weight") for n in ("intermediate", "output"))
+    if fc1 is not None and fc2 is not None and np.ndim(fc1) == np.ndim(fc2) == 2 \
+            and np.shape(fc1)[0] == 2 * np.shape(fc2)[1]:
+        out["mlp_type"] = "swiglu"
+    norm_origin = (origin or {}).get(p + "layernorm.weight", "")
+    if has(_P + "probe"):
+        out["pooling"] = "map"
+    elif norm_origin.startswith("fc_norm"):  # timm: the norm of the averaged patch tokens
+        out.update(pooling="gap", final_norm="pooled")
+    elif norm_origin.startswith("norm") and not out["class_token"]:  # timm gap without fc_norm
+        out["pooling"] = "gap"
+    # timm's register models leave [CLS] out of the table (no_embed_class); the table's length
+    # must agree (a square grid without the slot, none with it)
+    pos = state_dict.get(p + "embeddings.position_embeddings")
+    prefix = int(out["class_token"]) + int(out["distillation_token"])
+    from_timm = (origin or {}).get(p + "embeddings.position_embeddings") == "pos_embed"
+    if from_timm and prefix and out.get("num_register_tokens") and np.ndim(pos) == 3:
+        n = int(np.shape(pos)[1])
+        if math.isqrt(n - prefix) ** 2 != n - prefix and math.isqrt(n) ** 2 == n:
+            out["position_embedding_covers_prefix"] = False
+    return out
+
+
 def report_mismatch(what: str, missing: list[str], unexpected: list[str], misshapen: list[str]) -> None:
     if not (missing or unexpected or misshapen):
         return
