@@ -135,3 +135,51 @@ def test_switch_combinations_that_cannot_run_are_refused(fields: dict, words: st
     sincos2d width)."""
     with pytest.raises(ValueError, match=words):
         ViTConfig(**fields)
+
+
+def _timm_architecture(model) -> dict:
+    """What a timm VisionTransformer built on the meta device is, in our fields."""
+    import torch
+
+    block = model.blocks[0]
+    act = type(block.mlp.act).__name__ if hasattr(block.mlp, "act") else ""
+    norm = model.fc_norm if not isinstance(model.fc_norm, torch.nn.Identity) else model.norm
+    return dict(
+        hidden_size=model.embed_dim, num_hidden_layers=len(model.blocks), num_attention_heads=block.attn.num_heads,
+        qkv_bias=block.attn.qkv.bias is not None, layer_scale=hasattr(block.ls1, "gamma"),
+        qk_norm=not isinstance(block.attn.q_norm, torch.nn.Identity), class_token=model.cls_token is not None,
+        distillation_token=getattr(model, "dist_token", None) is not None,
+        num_register_tokens=model.num_reg_tokens, image_size=tuple(model.patch_embed.img_size),
+        patch_size=model.patch_embed.patch_size[0], num_labels=model.num_classes,
+        pre_norm=not isinstance(model.norm_pre, torch.nn.Identity),
+        pooling={"token": "cls", "avg": "gap", "map": "map"}[model.global_pool],
+        final_norm="pooled" if not isinstance(model.fc_norm, torch.nn.Identity) else "tokens",
+        position_embedding_covers_prefix=not model.no_embed_class and model.num_prefix_tokens > model.num_reg_tokens,
+        layer_norm_eps=getattr(norm, "eps", None),
+        hidden_act={"GELU": "gelu", "QuickGELU": "quick_gelu", "GELUTanh": "gelu_pytorch_tanh", "SiLU": "gelu"}.get(act, act),
+        swiglu=block.mlp.fc1.out_features == 2 * block.mlp.fc2.in_features)  # SwiGLUPacked: [gate; up]
+
+
+def test_from_timm_is_what_timm_builds_for_every_name_it_accepts() -> None:
+    """Every timm ViT name from_timm accepts, against the model timm itself builds (on the meta
+    device: no weights); the rest are refused with a ValueError."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    accepted = 0
+    for name in sorted(set(timm.list_models("vit_*") + timm.list_models("deit_*"))):
+        try:
+            ours = ViTConfig.from_timm(name)
+        except ValueError:
+            continue
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        theirs = _timm_architecture(model)
+        mine = {k: getattr(ours, k) for k in theirs if k != "swiglu"}
+        mine["image_size"] = ours.image_hw
+        mine["swiglu"] = ours.mlp_type == "swiglu"
+        if not ours.class_token and not ours.distillation_token:
+            theirs["position_embedding_covers_prefix"] = False  # nothing to cover: one spelling
+        assert mine == theirs, (name, {k: (mine[k], theirs[k]) for k in theirs if mine[k] != theirs[k]})
+        accepted += 1
+    assert accepted >= 90

@@ -477,14 +477,35 @@ _TIMM_VARIANTS: dict[str, dict[str, Any]] = {
     "": {},
     # timm's DINOv2 and SigLIP definitions have no classifier (num_classes 0)
     "dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
-    "reg4_dinov2": {"init_values": 1e-5, "img_size": 518, "reg_tokens": 4, "no_embed_class": True,
-                    "num_classes": 0},
     "clip": {"pre_norm": True, "norm_eps": 1e-5},
     # OpenAI's towers: timm's default tag keeps their 512-wide projection as the head
     "clip_quickgelu": {"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu", "num_classes": 512},
     "siglip": {"class_token": False, "global_pool": "map", "num_classes": 0},
+    "siglip_gap": {"class_token": False, "global_pool": "avg", "fc_norm": False, "num_classes": 0},
     "gap": {"class_token": False, "global_pool": "avg", "fc_norm": False},
-    "reg4_gap": {"class_token": False, "no_embed_class": True, "global_pool": "avg", "reg_tokens": 4},
+    # a reg<N>_ prefix adds N registers without position slots (timm's no_embed_class)
+    "reg_gap": {"class_token": False, "global_pool": "avg"},
+    "reg_dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
+}
+# timm definitions that differ from their size and variant (facts from timm 1.0.31's
+# vision_transformer.py and its default pretrained tags; every accepted name is checked against
+# timm itself in tests/test_config.py)
+_TIMM_EXCEPTIONS: dict[str, dict[str, Any]] = {
+    "vit_base_patch16_gap_224": {"num_heads": 16},
+    **{f"vit_medium_patch16_gap_{r}": {"qkv_bias": False, "init_values": 1e-6} for r in (240, 256, 384)},
+    "vit_medium_patch16_reg4_gap_256": {"init_values": 1e-5},
+    "vit_medium_patch16_reg1_gap_256": {"init_values": 1e-5},
+    # the default pretrained tag's head (0: an in21k / feature tag; CLIP: the tower's projection)
+    **dict.fromkeys(("vit_huge_patch14_224", "vit_large_patch32_224", "vit_small_patch8_224",
+                     "vit_giant_patch16_gap_224", "vit_huge_patch14_gap_224", "vit_huge_patch16_gap_448"),
+                    {"num_classes": 0}),
+    "vit_medium_patch16_gap_240": {"qkv_bias": False, "init_values": 1e-6, "num_classes": 11821},
+    **dict.fromkeys(("vit_base_patch32_clip_256", "vit_medium_patch16_clip_224", "vit_medium_patch32_clip_224"),
+                    {"num_classes": 512}),
+    **dict.fromkeys(("vit_giant_patch14_clip_224", "vit_huge_patch14_clip_378", "vit_huge_patch14_clip_quickgelu_224",
+                     "vit_huge_patch14_clip_quickgelu_378"), {"num_classes": 1024}),
+    **dict.fromkeys(("vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_clip_quickgelu_336"),
+                    {"num_classes": 768}),
 }
 _TIMM_NAME = re.compile(r"^(?P<kind>vit|deit)_(?P<size>[a-z0-9]+)_(?P<distilled>distilled_)?patch(?P<patch>\d+)"
                         r"(?:_(?P<variant>[a-z0-9_]+?))??(?:_(?P<res>\d+))?$")
@@ -498,9 +519,12 @@ def _timm_model_args(name: str) -> dict[str, Any]:
                          f"size one of {', '.join(_TIMM_SIZES)}; Eva, rope and hybrid models are not "
                          f"classic ViTs)")
     variant = (m["variant"] or "").removesuffix("_clip") if m["variant"] != "clip" else "clip"
-    if variant not in _TIMM_VARIANTS:
+    registers = re.match(r"reg(\d+)_", variant)
+    if registers:
+        variant = "reg_" + variant[registers.end():]
+    if variant not in _TIMM_VARIANTS or variant.startswith("reg_") and not registers:
         raise ValueError(f"timm model {name!r}: variant {m['variant']!r} is not one of "
-                         f"{', '.join(v for v in _TIMM_VARIANTS if v)}")
+                         f"{', '.join(v.replace('reg_', 'reg<N>_') for v in _TIMM_VARIANTS if v)}")
     dim, depth, heads, ratio = _TIMM_SIZES[m["size"]]
     args: dict[str, Any] = dict(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio,
                                 patch_size=int(m["patch"]))
@@ -510,6 +534,9 @@ def _timm_model_args(name: str) -> dict[str, Any]:
         # DINOv2-g: 1536 wide, 24 heads, SwiGLU of width 4096 packed into fc1 as 8192
         args.update(embed_dim=1536, num_heads=24, mlp_ratio=2.66667 * 2, mlp_layer="swiglu_packed")
     args.update(_TIMM_VARIANTS[variant])
+    if registers:
+        args.update(reg_tokens=int(registers.group(1)), no_embed_class=True)
+    args.update(_TIMM_EXCEPTIONS.get(name, {}))
     if m["res"]:
         args["img_size"] = int(m["res"])
     if m["distilled"]:
