@@ -492,6 +492,12 @@ _TIMM_VARIANTS: dict[str, dict[str, Any]] = {
 # timm itself in tests/test_config.py)
 _TIMM_EXCEPTIONS: dict[str, dict[str, Any]] = {
     "vit_base_patch16_gap_224": {"num_heads": 16},
+    # the timm SigLIP definitions that use SigLIP's own (tanh) GELU
+    **dict.fromkeys(("vit_base_patch32_siglip_256", "vit_base_patch32_siglip_gap_256", "vit_large_patch16_siglip_512",
+                     "vit_large_patch16_siglip_gap_512", "vit_so400m_patch16_siglip_256",
+                     "vit_so400m_patch16_siglip_384", "vit_so400m_patch16_siglip_512",
+                     "vit_so400m_patch16_siglip_gap_256", "vit_so400m_patch16_siglip_gap_384",
+                     "vit_so400m_patch16_siglip_gap_512"), {"act_layer": "gelu_tanh"}),
     **{f"vit_medium_patch16_gap_{r}": {"qkv_bias": False, "init_values": 1e-6} for r in (240, 256, 384)},
     "vit_medium_patch16_reg4_gap_256": {"init_values": 1e-5},
     "vit_medium_patch16_reg1_gap_256": {"init_values": 1e-5},
