@@ -99,3 +99,61 @@ def test_console_script(workspace) -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "3/3 [" in out.stderr and np.load(workspace / "s.npy").shape == (3, 32)
+
+
+# --- every family: the pooled embedding its source defines, its head's scores, its preprocessing
+
+transformers = pytest.importorskip("transformers")
+_KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, image_size=28,
+           patch_size=14)
+_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
+FAMILIES = {
+    "dinov2-registers": lambda: transformers.Dinov2WithRegistersModel(
+        transformers.Dinov2WithRegistersConfig(**_KW, num_register_tokens=2)),
+    "dinov2-classifier": lambda: transformers.Dinov2ForImageClassification(
+        transformers.Dinov2Config(**_KW, num_labels=3)),
+    "clip-classifier": lambda: transformers.CLIPForImageClassification(
+        transformers.CLIPConfig(vision_config=_KW, text_config=_TEXT, num_labels=3)),
+    "siglip": lambda: transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**_KW)),
+    "deit-teacher": lambda: transformers.DeiTForImageClassificationWithTeacher(
+        transformers.DeiTConfig(**_KW, num_labels=3)),
+}
+PRESETS = {"dinov2-registers": "dinov2", "dinov2-classifier": "dinov2", "clip-classifier": "clip",
+           "siglip": "siglip", "deit-teacher": "deit"}
+
+
+@pytest.mark.parametrize("framework", ["flax", "torch"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_embeds_and_classifies_as_its_source(workspace, family: str, framework: str) -> None:
+    """An HF directory of each family (no preprocessor_config.json: the family's preset): the rows
+    are the source's pooled output (pooler_output; (CLS + DIST) / 2 for DeiT) and the top-k come
+    from the source's own logits (DeiT's two heads averaged, DINOv2's [CLS; patch mean] head)."""
+    torch.manual_seed(0)
+    hf = FAMILIES[family]().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(workspace / family)
+    out = workspace / f"{family}-{framework}.npy"
+    assert embed_main([str(workspace / "imgs"), "--weights", str(workspace / family), "-o", str(out),
+                       "--framework", framework, "--top-k", "3", "--quiet"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    x = torch.from_numpy(np.stack([preprocess_array(p, image_size=28, preset=PRESETS[family])
+                                   for p in report["paths"]]).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        if hasattr(hf, "classifier") or hasattr(hf, "cls_classifier"):
+            logits = hf(pixel_values=x).logits.numpy()
+            backbone = getattr(hf, "vision_model", None) or getattr(hf, "deit", None) or getattr(hf, "dinov2")
+            hidden = backbone(pixel_values=x)
+        else:
+            logits, hidden = None, hf(pixel_values=x)
+    pooled = (hidden.pooler_output if not family.startswith("deit")
+              else (hidden.last_hidden_state[:, 0] + hidden.last_hidden_state[:, 1]) / 2).numpy()
+    np.testing.assert_allclose(np.load(out), pooled, atol=2e-5, rtol=0)
+    assert report["normalisation"]["from"] == f"family preset {PRESETS[family]!r}"
+    if logits is not None:
+        got = [[t["index"] for t in row["labels"]] for row in report["top_k"]]
+        assert got == np.argsort(-logits, axis=1, kind="stable")[:, :3].tolist()
+        scores = np.array([[t["score"] for t in row["labels"]] for row in report["top_k"]])
+        want = np.sort(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), axis=1)[:, ::-1]
+        np.testing.assert_allclose(scores, want, atol=1e-5)

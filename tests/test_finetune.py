@@ -10,7 +10,14 @@ import pytest
 
 import vit_flax
 import vit_torch
-from vit_cli.finetune import DIGITS_CONFIG, batches, load_digits, main, run
+from vit_cli.finetune import (
+    DIGITS_CONFIG,
+    DIGITS_FAMILIES,
+    batches,
+    load_digits,
+    main,
+    run,
+)
 
 # Same initial weights, same batches, dropout off: the two loss curves may only differ by float32
 # rounding, which grows slowly over steps; over the first 10 steps it stays far below this.
@@ -48,3 +55,30 @@ def test_full_run_learns(tmp_path) -> None:
     summary = run(str(tmp_path / "full"), epochs=60, framework="both", max_steps=None, seed=0, quiet=True)
     for name in ("flax", "torch"):
         assert summary[name]["test_accuracy"] >= 0.95, (name, summary[name]["test_accuracy"])
+
+
+@pytest.mark.parametrize("family", [f for f in DIGITS_FAMILIES if f != "vit"])
+def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str) -> None:
+    """The digits model with each family's switches and HF head: the two loss curves agree, and
+    both checkpoints are that family's HF directories, loaded by its HF classifier class and by
+    both twins with the same logits."""
+    import torch
+    import transformers
+
+    summary = run(str(tmp_path / "run"), epochs=1, framework="both", max_steps=12, seed=0, quiet=True,
+                  family=family)
+    assert summary["family"] == family
+    assert summary["max_abs_loss_diff_first_10_steps"] <= FIRST_STEPS_BOUND
+    x = torch.from_numpy(load_digits(0)[2][:4].transpose(0, 3, 1, 2).copy())
+    for sub in ("torch", "flax"):
+        config = json.loads((tmp_path / "run" / sub / "config.json").read_text())
+        hf_class = getattr(transformers, config["architectures"][0])
+        hf, info = hf_class.from_pretrained(tmp_path / "run" / sub, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], (sub, info)
+        ours = vit_torch.from_pretrained(tmp_path / "run" / sub)
+        fx, params = vit_flax.from_pretrained(tmp_path / "run" / sub)
+        with torch.no_grad():
+            want = hf.eval()(pixel_values=x).logits.numpy()
+            got = ours(x).numpy()
+        flax_got = np.asarray(fx.apply({"params": params}, x.numpy().transpose(0, 2, 3, 1)))
+        assert float(np.abs(got - want).max()) <= 1e-5 and float(np.abs(flax_got - want).max()) <= 1e-5

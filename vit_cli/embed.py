@@ -94,11 +94,12 @@ def expand_images(specs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]
 def _normalisation(config: Any, mean: list[float] | None, std: list[float] | None
                    ) -> tuple[Sequence[float], Sequence[float], str]:
     """Mean/std: flags, else the checkpoint's own (preprocessor_config.json, npz convention),
-    else ImageNet's."""
-    from vit_common.preprocessing import preprocessing_for
+    else its family's preset (ImageNet's for classic ViT)."""
+    from vit_common.preprocessing import family_preset, preprocessing_for
 
     settings = preprocessing_for(config)
-    source = "checkpoint" if "preprocessing" in config.extra else "ImageNet default"
+    source = ("checkpoint" if "preprocessing" in config.extra
+              else f"family preset {family_preset(config)!r}")
     m, s = settings.mean, settings.std
     if mean or std:
         m, s, source = mean or m, std or s, "--mean/--std"

@@ -3,11 +3,13 @@
 with the same schedule), from the same initial weights
 on the same batches, and compare them.
 
-    vit-finetune [-o runs/digits] [--epochs 60] [--framework both|flax|torch] [--steps N] [--force]
+    vit-finetune [-o runs/digits] [--epochs 60] [--framework both|flax|torch] [--steps N]
+                 [--family vit|deit|dinov2|dinov2-registers|clip|siglip] [--force]
 
 Writes, under the output directory: loss_curves.png (both frameworks' training loss per step),
 history.json (losses, accuracies, timings) and one HF checkpoint directory per framework
-(torch/, flax/) that from_pretrained loads in either framework.
+(torch/, flax/) that from_pretrained loads in either framework (HF Flax for classic ViT; HF torch
+directories of the family for the others, as HF has Flax models for ViT only).
 """
 
 from __future__ import annotations
@@ -33,6 +35,20 @@ DIGITS_CONFIG = ViTConfig(hidden_size=64, num_hidden_layers=3, num_attention_hea
                           intermediate_size=128, image_size=8, patch_size=2, num_channels=1,
                           num_labels=10, layer_norm_eps=1e-6,
                           extra={"id2label": {i: str(i) for i in range(10)}})
+# --family: the same digits model as each HF family builds it (its head as that family's HF
+# classifier reads the tokens), so the checkpoints are that family's HF directories
+DIGITS_FAMILIES: dict[str, dict[str, Any]] = {
+    "vit": {},
+    "deit": {"distillation_token": True},  # two heads, logits averaged (DeiTForImageClassificationWithTeacher)
+    "dinov2": {"layer_scale": True, "mask_token": True, "classifier_input": "cls_patch_mean"},
+    "dinov2-registers": {"layer_scale": True, "mask_token": True, "num_register_tokens": 2,
+                         "position_embedding_resampling": "bicubic_antialias",
+                         "classifier_input": "cls_patch_mean"},
+    "clip": {"pre_norm": True, "patch_bias": False, "final_norm": "pooled", "hidden_act": "quick_gelu",
+             "layer_norm_eps": 1e-5, "classifier_input": "patch_mean"},
+    "siglip": {"class_token": False, "pooling": "map", "position_embedding_covers_prefix": False,
+               "hidden_act": "gelu_pytorch_tanh", "classifier_input": "patch_mean"},
+}
 RECIPE = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.05, "batch_size": 64}
 
 
@@ -165,7 +181,7 @@ def _progress(quiet: bool) -> Any:
     return show
 
 
-def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = False) -> None:
+def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = False, family: str = "vit") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,22 +195,27 @@ def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = Fals
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (cross-entropy)")
     ax.set_yscale("log")
-    ax.set_title("ViT on sklearn digits: same weights, same batches, AdamW in optax and torch")
+    name = "ViT" if family == "vit" else f"ViT ({family} switches)"
+    ax.set_title(f"{name} on sklearn digits: same weights, same batches, AdamW in optax and torch")
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=overwrite)
 
 
 def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
-        quiet: bool = False, force: bool = False) -> dict[str, Any]:
+        quiet: bool = False, force: bool = False, family: str = "vit") -> dict[str, Any]:
     import vit_flax
     import vit_torch
+    from vit_common.checkpoints import save_hf
+
+    if family not in DIGITS_FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(DIGITS_FAMILIES)}, got {family!r}")
 
     outputs = {name: os.path.join(out_dir, name) for name in
                ("flax", "torch", "history.json", "loss_curves.png")}
     for name, path in outputs.items():  # before any work: nothing replaced without --force
         check_target(path, overwrite=force, directory=name in ("flax", "torch"))
-    config = DIGITS_CONFIG
+    config = DIGITS_CONFIG.replace(**DIGITS_FAMILIES[family])
     data = load_digits(seed)
     steps = list(batches(len(data[0]), RECIPE["batch_size"], epochs, seed))[:max_steps]
     state = initial_state(config, seed)
@@ -202,20 +223,24 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     histories: dict[str, dict[str, Any]] = {}
     if framework in ("both", "flax"):
         histories["flax"] = train_flax(config, state, data, steps, progress)
-        vit_flax.save_pretrained(histories["flax"]["model"], histories["flax"]["params"],
-                                 os.path.join(out_dir, "flax"), overwrite=force)
+        if config.hf_model_type == "vit":  # HF has Flax models for ViT only
+            vit_flax.save_pretrained(histories["flax"]["model"], histories["flax"]["params"],
+                                     os.path.join(out_dir, "flax"), overwrite=force)
+        else:
+            save_hf(histories["flax"]["state"], config, os.path.join(out_dir, "flax"), overwrite=force)
     if framework in ("both", "torch"):
         histories["torch"] = train_torch(config, state, data, steps, progress)
         vit_torch.save_pretrained(histories["torch"]["model"], os.path.join(out_dir, "torch"),
                                   overwrite=force)
-    summary = {name: {k: h[k] for k in ("losses", "test_accuracy", "seconds")}
-               for name, h in histories.items()}
+    summary: dict[str, Any] = {name: {k: h[k] for k in ("losses", "test_accuracy", "seconds")}
+                               for name, h in histories.items()}
+    summary["family"] = family
     if len(histories) == 2:
         a, b = (np.asarray(histories[n]["losses"]) for n in ("flax", "torch"))
         summary["max_abs_loss_diff_first_10_steps"] = float(np.abs(a[:10] - b[:10]).max())
     atomic_write_text(outputs["history.json"], json.dumps(summary, indent=1) + "\n", overwrite=force)
     try:
-        plot(histories, outputs["loss_curves.png"], overwrite=force)
+        plot(histories, outputs["loss_curves.png"], overwrite=force, family=family)
     except ImportError:
         print("matplotlib not installed: no loss-curve plot (pip install matplotlib)", file=sys.stderr)
     return summary
@@ -229,6 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=60)
     p.add_argument("--steps", type=positive_int, help="stop after this many steps (a smoke run)")
     p.add_argument("--framework", choices=("both", "flax", "torch"), default="both")
+    p.add_argument("--family", choices=tuple(DIGITS_FAMILIES), default="vit",
+                   help="the digits model as this family builds it (its switches and classifier head); "
+                        "checkpoints are that family's HF directories (default vit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace this tool's earlier outputs")
     p.add_argument("--quiet", action="store_true")
@@ -241,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
-                  args.force)
+                  args.force, args.family)
     for name in ("flax", "torch"):
         if name in summary:
             s = summary[name]
