@@ -57,7 +57,9 @@ def test_full_run_learns(tmp_path) -> None:
         assert summary[name]["test_accuracy"] >= 0.95, (name, summary[name]["test_accuracy"])
 
 
-@pytest.mark.parametrize("family", [f for f in DIGITS_FAMILIES if f != "vit"])
+# three families in the default run; clip and dinov2 (their pieces are in the three) in the slow set
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in ("clip", "dinov2") else f
+                                    for f in DIGITS_FAMILIES if f != "vit"])
 def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str) -> None:
     """The digits model with each family's switches and HF head: the two loss curves agree, and
     both checkpoints are that family's HF directories, loaded by its HF classifier class and by
