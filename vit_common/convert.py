@@ -645,6 +645,62 @@ def unflatten_params(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# scanned layers: the Flax twin's encoder/layer/{i}/... as one tree stacked on a leading layer axis
+
+def _encoder_layers(params: Mapping[str, Any]) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """(a shallow copy of the tree down to encoder/, the layer subtree)."""
+    tree = dict(unwrap_params(params))
+    top = tree
+    if "vit" in tree:
+        top = tree["vit"] = dict(tree["vit"])
+    if "encoder" not in top or "layer" not in top["encoder"]:
+        raise ValueError("expected a vit_flax params tree with encoder/layer, got keys "
+                         f"{sorted(top)[:6]}")
+    top["encoder"] = dict(top["encoder"])
+    return tree, top["encoder"]["layer"]
+
+
+def is_stacked(params: Mapping[str, Any]) -> bool:
+    """Whether a Flax params tree holds scanned layers (encoder/layer/<module>/... stacked on axis 0)
+    rather than HF's per-layer encoder/layer/0/..."""
+    return "0" not in _encoder_layers(params)[1]
+
+
+def stack_layers(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-layer params (encoder/layer/0, 1, ...) -> scanned params (encoder/layer with every leaf
+    stacked on a new leading layer axis), as numpy arrays; exact. Already stacked: unchanged."""
+    tree, layers = _encoder_layers(params)
+    if is_stacked(params):
+        return tree
+    count = len(layers)
+    if sorted(layers) != sorted(str(i) for i in range(count)):
+        raise ValueError(f"encoder/layer must hold layers 0..{count - 1}, got {sorted(layers)[:6]}")
+    flat = [flatten_params(layers[str(i)]) for i in range(count)]
+    if any(set(f) != set(flat[0]) for f in flat):
+        raise ValueError("the layers do not all hold the same parameters; cannot stack them")
+    stacked = {path: np.stack([to_numpy(f[path]) for f in flat]) for path in flat[0]}
+    (tree["vit"] if "vit" in tree else tree)["encoder"]["layer"] = unflatten_params(stacked)
+    return tree
+
+
+def unstack_layers(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Scanned params -> HF's per-layer tree (encoder/layer/0, 1, ...), as numpy arrays; exact.
+    Already per-layer: unchanged."""
+    tree, layers = _encoder_layers(params)
+    if not is_stacked(params):
+        return tree
+    flat = {path: to_numpy(leaf) for path, leaf in flatten_params(layers).items()}
+    counts = {leaf.shape[0] if leaf.ndim else 0 for leaf in flat.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError(f"scanned layers need one leading layer axis on every parameter, got "
+                         f"lengths {sorted(counts)}")
+    count = counts.pop()
+    per_layer = {str(i): unflatten_params({p: leaf[i] for p, leaf in flat.items()}) for i in range(count)}
+    (tree["vit"] if "vit" in tree else tree)["encoder"]["layer"] = per_layer
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------
 # inferring the architecture's shapes from the weights, when no config is given
 
 class NonSquareGrid(ValueError):

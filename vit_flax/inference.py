@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_common.config import AttentionImpl, ViTConfig
-from vit_common.convert import unwrap_params
+from vit_common.convert import is_stacked, unwrap_params
 from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 ComputeDtype = Literal["float32", "bfloat16", "float16"]
@@ -44,8 +44,9 @@ class InferenceEngine:
         self.config = config
         self.has_head = "classifier" in params
         cls = ViTForImageClassification if self.has_head else VisionTransformer
+        # scanned params (a stacked encoder/layer) run the scanned model, per-layer ones the unrolled
         self.model = cls(config, dtype=_DTYPES[dtype], param_dtype=jnp.float32,
-                         attention_impl=attention_impl)
+                         attention_impl=attention_impl, scan_layers=is_stacked(params))
         devices = list(devices) if devices is not None else jax.devices()
         if dtype == "float16" and attention_impl == "sdpa" and devices[0].platform == "cpu":
             raise ValueError("float16 with attention_impl='sdpa' does not run on CPU (XLA has no "

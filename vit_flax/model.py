@@ -17,7 +17,7 @@ from flax import linen as nn
 
 from vit_common.config import ViTConfig
 from vit_common.resample import resampling_matrices, sincos2d_table
-from vit_flax.module_base import ModuleList, ViTModule
+from vit_flax.module_base import ModuleList, ViTModule, layer_stack
 
 
 def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
@@ -321,11 +321,16 @@ class ViTEncoder(ViTModule):
     """num_hidden_layers ViTLayers in sequence."""
 
     def setup(self) -> None:
-        self.layer = ModuleList([
-            ViTLayer(**self.module_args, parent=None, name=str(i))
-            for i in range(self.config.num_hidden_layers)])
+        layers = self.config.num_hidden_layers
+        block = layer_stack(ViTLayer, layers, self.remat, self.scan_layers)
+        if self.scan_layers:  # one module, every parameter with a leading axis of num_hidden_layers
+            self.layer = block(**self.module_args)
+        else:
+            self.layer = ModuleList([block(**self.module_args, parent=None, name=str(i)) for i in range(layers)])
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.scan_layers:
+            return self.layer(_at_least_f32(x), train)[0]
         for layer in self.layer:
             x = layer(x, train)
         return x
@@ -397,6 +402,9 @@ class VisionTransformer(ViTModule):
                        layer: int = -1) -> jax.Array:
         """The attention probabilities of one layer (the last by default): (B, heads, T, T) over
         the T tokens of forward_features, computed by the layers themselves."""
+        if self.scan_layers:
+            raise ValueError("attention_maps reads one layer: build the model with scan_layers=False "
+                             "(vit_common.convert.unstack_layers gives the per-layer parameters)")
         layers = list(self.encoder.layer)
         index = range(len(layers))[layer]  # IndexError for a layer the model does not have
         x = self._embed(pixel_values, False, interpolate_pos_encoding)

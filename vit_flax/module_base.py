@@ -26,12 +26,17 @@ class ViTModule(nn.Module):
     dtype: Dtype = jnp.float32  # computation dtype
     param_dtype: Dtype = jnp.float32  # storage dtype of the parameters
     attention_impl: AttentionImpl = "eager"  # einsum + softmax, or jax.nn.dot_product_attention
+    # the encoder's layers as one nn.scan over a ViTLayer whose parameters are stacked on a leading
+    # layer axis (compile time flat in depth), and / or each layer rematerialised in the backward
+    # pass (REMAT_POLICY); the unrolled per-layer tree is HF's
+    scan_layers: bool = False
+    remat: bool = False
 
     @property
     def module_args(self) -> dict[str, Any]:
         """The fields every child module is built with."""
         return {"config": self.config, "dtype": self.dtype, "param_dtype": self.param_dtype,
-                "attention_impl": self.attention_impl}
+                "attention_impl": self.attention_impl, "scan_layers": self.scan_layers, "remat": self.remat}
 
     def __post_init__(self) -> None:
         wants_64 = any(jnp.dtype(d) == jnp.float64 for d in (self.dtype, self.param_dtype))
@@ -56,3 +61,29 @@ class ModuleList(nn.Module):
 
     def __getitem__(self, index: int) -> nn.Module:
         return self.modules[index]
+
+
+# Rematerialisation: inside a layer nothing is saved for the backward pass; each layer's input is
+# (it is the scan carry, or the previous layer's output), so a step keeps one activation per layer
+# and recomputes the layer's insides once more during the backward pass.
+REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
+
+
+def layer_stack(block: type[nn.Module], length: int, remat: bool, scan: bool) -> type[nn.Module]:
+    """The class the encoder builds its layers from: `block` as is, rematerialised (nn.remat, the
+    `train` flag static), and / or scanned `length` times (nn.scan, parameters stacked on axis 0,
+    a fresh dropout key per layer). A scanned class returns (x, None), as nn.scan needs."""
+    cls = block
+    if scan:
+        class Scanned(block):  # type: ignore[misc, valid-type]
+            def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
+                return super().__call__(x, train), None
+
+        Scanned.__name__ = Scanned.__qualname__ = block.__name__
+        cls = Scanned
+    if remat:
+        cls = nn.remat(cls, policy=REMAT_POLICY, prevent_cse=not scan, static_argnums=(2,))
+    if scan:
+        cls = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                      in_axes=(nn.broadcast,), length=length)
+    return cls

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from vit_common.config import AttentionImpl, ViTConfig
@@ -292,14 +293,19 @@ class ViTLayer(nn.Module):
 class ViTEncoder(nn.Module):
     """num_hidden_layers ViTLayers in sequence."""
 
+    # rematerialisation in training: each layer's insides are recomputed in the backward pass
+    # (torch.utils.checkpoint, non-reentrant, the dropout RNG replayed); only its input is kept
+    gradient_checkpointing: bool = False
+
     def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
         super().__init__()
         self.layer = nn.ModuleList([ViTLayer(config, attention_impl)
                                     for _ in range(config.num_hidden_layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        remat = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layer:
-            x = layer(x)
+            x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False) if remat else layer(x)
         return x
 
 
@@ -327,7 +333,8 @@ class VisionTransformer(nn.Module):
     final LayerNorm for ViT and DINOv2, (CLS + DIST) / 2 for distilled DeiT, the normalised pooled
     token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP)."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager",
+                 gradient_checkpointing: bool = False) -> None:
         super().__init__()
         self.config = config
         self.embeddings = ViTEmbeddings(config)
@@ -336,6 +343,7 @@ class VisionTransformer(nn.Module):
         self.encoder = ViTEncoder(config, attention_impl)
         self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attention_pool = ViTAttentionPool(config, attention_impl) if config.pooling == "map" else None
+        self.encoder.gradient_checkpointing = gradient_checkpointing
         self.apply(functools.partial(init_weights, config))
 
     def _embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> torch.Tensor:
@@ -381,13 +389,14 @@ class ViTForImageClassification(nn.Module):
     """VisionTransformer plus a linear classifier on its pooled embedding: logits (B, num_labels).
     Distilled DeiT has a second head on the DIST token; the logits are the two heads' average."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager",
+                 gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if config.num_labels < 1:
             raise ValueError(f"ViTForImageClassification needs num_labels >= 1, got "
                              f"{config.num_labels}; use VisionTransformer for embeddings")
         self.config = config
-        self.vit = VisionTransformer(config, attention_impl)
+        self.vit = VisionTransformer(config, attention_impl, gradient_checkpointing)
         width = config.hidden_size * (2 if config.classifier_input == "cls_patch_mean" else 1)
         self.classifier = nn.Linear(width, config.num_labels)
         self.distillation_classifier = (nn.Linear(config.hidden_size, config.num_labels)
