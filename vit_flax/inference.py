@@ -34,10 +34,15 @@ class InferenceEngine:
 
     def __init__(self, config: ViTConfig, params: Mapping[str, Any], *, batch_size: int = 32,
                  dtype: ComputeDtype = "float32", attention_impl: AttentionImpl = "eager",
-                 devices: Sequence[jax.Device] | None = None, micro_batch: int | None = None) -> None:
+                 devices: Sequence[jax.Device] | None = None, micro_batch: int | None = None,
+                 mesh: Mesh | None = None) -> None:
         """`micro_batch`: run each device's share of a batch as a loop (lax.map) over slices of
         this many images. On CPUs a B/16 batch beyond ~8 images outgrows the caches and runs 20%
-        slower; slices keep the working set small. On GPUs leave it None."""
+        slower; slices keep the working set small. On GPUs leave it None.
+
+        `mesh`: a ("data", "model") mesh (vit_flax.sharding.make_mesh): the parameters are sharded
+        on it (FSDP over "data", heads and MLP width over "model", vit_flax.sharding) instead of
+        replicated, the batch split over "data"."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
         params = unwrap_params(params)
@@ -47,27 +52,39 @@ class InferenceEngine:
         # scanned params (a stacked encoder/layer) run the scanned model, per-layer ones the unrolled
         self.model = cls(config, dtype=_DTYPES[dtype], param_dtype=jnp.float32,
                          attention_impl=attention_impl, scan_layers=is_stacked(params))
-        devices = list(devices) if devices is not None else jax.devices()
+        if mesh is not None and (devices is not None or micro_batch is not None):
+            raise ValueError("mesh= places the devices itself and runs without micro_batch: pass "
+                             "neither devices= nor micro_batch= with it")
+        if mesh is not None and ("data" not in mesh.axis_names or set(mesh.axis_names) - {"data", "model"}):
+            raise ValueError(f"mesh axes must be ('data', 'model') or ('data',), got {mesh.axis_names}")
+        devices = list(mesh.devices.flat) if mesh is not None else (
+            list(devices) if devices is not None else jax.devices())
         if dtype == "float16" and attention_impl == "sdpa" and devices[0].platform == "cpu":
             raise ValueError("float16 with attention_impl='sdpa' does not run on CPU (XLA has no "
                              "F16_F16_F32 dot_general there): use 'eager' or bfloat16")
-        if batch_size < 1 or batch_size % len(devices):
-            raise ValueError(f"batch_size must be a positive multiple of the {len(devices)} devices "
+        splits = mesh.shape["data"] if mesh is not None else len(devices)
+        if batch_size < 1 or batch_size % splits:
+            raise ValueError(f"batch_size must be a positive multiple of the {splits} devices "
                              f"it is split across, got {batch_size}")
-        per_device = batch_size // len(devices)
+        per_device = batch_size // splits
         if micro_batch is not None and (micro_batch < 1 or per_device % micro_batch):
             raise ValueError(f"micro_batch must divide the {per_device} images each device gets "
                              f"per batch, got {micro_batch}")
         self.micro_batch = micro_batch
         self.batch_size = batch_size
         self.local_batch_size = batch_size // jax.process_count()
-        self.mesh = Mesh(np.asarray(devices), ("data",))
+        self.mesh = mesh if mesh is not None else Mesh(np.asarray(devices), ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
-        # float32 params, one copy per device; the model casts to `dtype` as it computes
-        self.params = jax.device_put(
-            jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), dict(params)), self.replicated)
-        self._step = jax.jit(self._forward, in_shardings=(self.replicated, self.batch_sharding),
+        if mesh is not None:  # float32 params, each device holding its shards
+            from vit_flax.sharding import shard_params
+
+            self.params = shard_params(params, mesh)
+        else:  # float32 params, one copy per device; the model casts to `dtype` as it computes
+            self.params = jax.device_put(
+                jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), dict(params)), self.replicated)
+        param_shardings = jax.tree_util.tree_map(lambda a: a.sharding, self.params)
+        self._step = jax.jit(self._forward, in_shardings=(param_shardings, self.batch_sharding),
                              out_shardings=self.batch_sharding)
         h, w = config.image_hw
         self.input_shape = (self.local_batch_size, h, w, config.num_channels)
@@ -136,6 +153,7 @@ class InferenceEngine:
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:
-    """This process's rows of a batch-sharded array, in order."""
-    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
-    return np.concatenate([np.asarray(s.data) for s in shards])
+    """This process's rows of a batch-sharded array, in order: one copy of each block of rows (on
+    a ("data", "model") mesh every "model" device holds the same rows)."""
+    blocks = {s.index[0].start or 0: s for s in array.addressable_shards}
+    return np.concatenate([np.asarray(blocks[start].data) for start in sorted(blocks)])
