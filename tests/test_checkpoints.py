@@ -297,3 +297,37 @@ def test_msgpack_writer_chunks_large_arrays_as_flax_does(tmp_path) -> None:
     np.testing.assert_array_equal(restored["a"]["kernel"], tree["a"]["kernel"])
     np.testing.assert_array_equal(restored["a"]["bias"], tree["a"]["bias"])
     np.testing.assert_array_equal(read_msgpack(tmp_path / "c.msgpack")["a"]["kernel"], tree["a"]["kernel"])
+
+
+def test_large_weights_are_sharded_as_hf_does(tmp_path) -> None:
+    """Over max_shard_size the weights go to model-0000i-of-0000N.safetensors + an index, as HF
+    writes them: HF loads the directory strictly, and our reader takes it back exactly."""
+    import json
+
+    import torch
+
+    import vit_torch
+
+    transformers = pytest.importorskip("transformers")
+    config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=3, intermediate_size=64,
+                       image_size=16, patch_size=4, num_labels=3)
+    torch.manual_seed(0)
+    model = vit_torch.ViTForImageClassification(config).eval()
+    vit_torch.save_pretrained(model, tmp_path / "m", max_shard_size=40_000)
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    shards = [f for f in files if f.startswith("model-")]
+    assert len(shards) >= 3 and "model.safetensors.index.json" in files and "model.safetensors" not in files
+    assert all(f.endswith(f"-of-{len(shards):05d}.safetensors") for f in shards)
+    index = json.loads((tmp_path / "m" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(model.state_dict()) and set(index["weight_map"].values()) == set(shards)
+    assert all((tmp_path / "m" / f).stat().st_size <= 40_000 + 10_000 for f in shards)  # + header
+    hf, info = transformers.ViTForImageClassification.from_pretrained(tmp_path / "m", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    back = vit_torch.from_pretrained(tmp_path / "m")
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert float((hf.eval()(pixel_values=x).logits - model(x)).abs().max()) <= 1e-5
+    with pytest.raises(ValueError, match="max_shard_size"):
+        vit_torch.save_pretrained(model, tmp_path / "n", max_shard_size=0)

@@ -191,3 +191,15 @@ def test_timm_family_files_need_only_the_head_count(name: str, kwargs: dict, fie
     if hf_class:
         back, info = getattr(transformers, hf_class).from_pretrained(dst, output_loading_info=True)
         assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_max_shard_size_writes_hf_shards(timm_file, capsys) -> None:
+    out = timm_file.parent / "sharded"
+    assert convert_main([str(timm_file), "-o", str(out), "--config", str(timm_file.parent / "heads.json"),
+                         "--max-shard-size", "20kB", "--verify"]) == 0
+    assert "verify: OK" in capsys.readouterr().out
+    assert len(list(out.glob("model-*-of-*.safetensors"))) >= 2 and (out / "model.safetensors.index.json").exists()
+    with pytest.raises(SystemExit) as e:  # argparse: exit 2 before any work
+        convert_main([str(timm_file), "-o", str(timm_file.parent / "x"), "--max-shard-size", "lots"])
+    assert e.value.code == 2 and "expected a size such as 5GB" in capsys.readouterr().err
+    assert not (timm_file.parent / "x").exists()

@@ -105,6 +105,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes: 5GB, 500MB, 64MiB, 1000000 (HF's max_shard_size spellings)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size such as 5GB, 500MB or 64MiB, got {text!r}")
+    value = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a size must be at least 1 byte, got {text!r}")
+    return value
+
+
 def image_side(text: str) -> int:
     value = positive_int(text)
     if value > MAX_IMAGE_SIDE:

@@ -15,6 +15,7 @@ from vit_cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
+    byte_size,
     config_source,
     fail,
     image_side,
@@ -55,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"--verify's bound on max |diff| (default {VERIFY_TOLERANCE:g})")
     p.add_argument("--force", action="store_true", help="replace an existing DST (a directory only "
                    "when it holds nothing but a checkpoint)")
+    p.add_argument("--max-shard-size", type=byte_size, default=None, metavar="SIZE",
+                   help="HF directories: weights over SIZE (5GB, 500MB, ...) go to several "
+                        "model-0000i-of-0000N.safetensors files and an index, as HF writes them "
+                        "(default 5GB)")
     p.add_argument("--image-size", type=image_side, nargs="+", metavar="PX", help="move the "
                    "checkpoint to this image size (one number, or height width) for good: position "
                    "embeddings resampled bicubically, as for fine-tuning at a new resolution")
@@ -116,7 +121,7 @@ def _main(args: argparse.Namespace) -> int:
     for note in ckpt.notes:
         print(f"note: {note}")
     with progress_bar(ckpt.nbytes, f"writing {args.output}", args.quiet) as bar:
-        _write(ckpt, args.output, target, is_dir, args.force, bar.update)
+        _write(ckpt, args.output, target, is_dir, args.force, bar.update, args.max_shard_size)
     print(f"wrote {args.output} ({target})")
     for note in _lost_in(target, is_dir, config):
         print(f"note: {note}")
@@ -127,10 +132,10 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _write(ckpt: checkpoints.Checkpoint, dst: str, target: str, is_dir: bool, force: bool,
-           progress: Any) -> None:
+           progress: Any, max_shard_size: int | None = None) -> None:
     if target in ("hf", "torch") and is_dir:
         checkpoints.save_hf(ckpt.state, ckpt.config, dst, framework="torch", overwrite=force,
-                            progress=progress)
+                            progress=progress, max_shard_size=max_shard_size or checkpoints.MAX_SHARD_SIZE)
     elif target == "flax" and is_dir:
         checkpoints.save_hf(ckpt.state, ckpt.config, dst, framework="flax", overwrite=force,
                             progress=progress)

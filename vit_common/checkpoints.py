@@ -559,11 +559,32 @@ def hf_layout(state: Mapping[str, np.ndarray], config: ViTConfig
     return {k: make() for k, make in to_naming(naming, state, target)}, target, naming
 
 
+# HF's save_pretrained default: above this many bytes the weights go to several files + an index
+MAX_SHARD_SIZE = 5 * 10**9
+
+
+def _shards(tensors: Mapping[str, np.ndarray], max_shard_size: int) -> list[dict[str, np.ndarray]]:
+    """Tensors in order, cut into files of at most max_shard_size bytes (a larger tensor alone)."""
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, arr in tensors.items():
+        if shards[-1] and size + arr.nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name] = arr
+        size += arr.nbytes
+    return shards
+
+
 def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,
             framework: Literal["torch", "flax"] = "torch", overwrite: bool = False,
-            progress: Progress | None = None) -> None:
+            progress: Progress | None = None, max_shard_size: int = MAX_SHARD_SIZE) -> None:
     """An HF save_pretrained directory: config.json + model.safetensors (torch) or
-    flax_model.msgpack (Flax), and preprocessor_config.json when the config carries one."""
+    flax_model.msgpack (Flax), and preprocessor_config.json when the config carries one. Torch
+    weights over `max_shard_size` bytes are written as HF shards them: model-00001-of-0000N.safetensors
+    ... and model.safetensors.index.json (the weight map), which every reader here takes back."""
+    if not isinstance(max_shard_size, int) or isinstance(max_shard_size, bool) or max_shard_size < 1:
+        raise ValueError(f"max_shard_size must be a positive number of bytes, got {max_shard_size!r}")
     import json
 
     from vit_common.preprocessing import Preprocessing
@@ -587,8 +608,20 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
             atomic_write_text(os.path.join(tmp, "preprocessor_config.json"),
                               json.dumps(pre, indent=2, sort_keys=True) + "\n")
         if framework == "torch":
-            write_safetensors(os.path.join(tmp, "model.safetensors"), theirs,
-                              metadata={"format": "pt"}, progress=progress)
+            shards = _shards({k: np.asarray(v) for k, v in theirs.items()}, max_shard_size)
+            if len(shards) == 1:
+                write_safetensors(os.path.join(tmp, "model.safetensors"), theirs,
+                                  metadata={"format": "pt"}, progress=progress)
+                return
+            weight_map = {}
+            for i, shard in enumerate(shards, 1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                write_safetensors(os.path.join(tmp, name), shard, metadata={"format": "pt"}, progress=progress)
+                weight_map.update(dict.fromkeys(shard, name))
+            index = {"metadata": {"total_size": sum(a.nbytes for sh in shards for a in sh.values())},
+                     "weight_map": weight_map}
+            atomic_write_text(os.path.join(tmp, "model.safetensors.index.json"),
+                              json.dumps(index, indent=2, sort_keys=True) + "\n")
         else:
             write_msgpack(os.path.join(tmp, "flax_model.msgpack"),
                           convert.torch_to_flax(state, config), progress=progress)

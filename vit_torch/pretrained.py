@@ -7,7 +7,12 @@ import os
 
 import torch
 
-from vit_common.checkpoints import ConfigSource, load_checkpoint, save_hf
+from vit_common.checkpoints import (
+    MAX_SHARD_SIZE,
+    ConfigSource,
+    load_checkpoint,
+    save_hf,
+)
 from vit_common.config import AttentionImpl
 from vit_common.convert import to_numpy
 from vit_common.formats.torch_codec import to_torch
@@ -32,8 +37,10 @@ def from_pretrained(path: str | os.PathLike, config: ConfigSource = None, *,
 
 
 def save_pretrained(model: VisionTransformer | ViTForImageClassification,
-                    directory: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """An HF save_pretrained directory (config.json + model.safetensors) that HF transformers'
-    ViTModel / ViTForImageClassification.from_pretrained loads with no missing or unexpected keys."""
+                    directory: str | os.PathLike, *, overwrite: bool = False,
+                    max_shard_size: int = MAX_SHARD_SIZE) -> None:
+    """An HF save_pretrained directory (config.json + model.safetensors, or HF's shards and index
+    above max_shard_size bytes) that the family's HF class loads with no missing or unexpected keys."""
     state = {k: to_numpy(v) for k, v in model.state_dict().items()}
-    save_hf(state, model.config, directory, framework="torch", overwrite=overwrite)
+    save_hf(state, model.config, directory, framework="torch", overwrite=overwrite,
+            max_shard_size=max_shard_size)
