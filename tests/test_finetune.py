@@ -84,3 +84,40 @@ def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str)
             got = ours(x).numpy()
         flax_got = np.asarray(fx.apply({"params": params}, x.numpy().transpose(0, 2, 3, 1)))
         assert float(np.abs(got - want).max()) <= 1e-5 and float(np.abs(flax_got - want).max()) <= 1e-5
+
+
+def test_flax_scale_options_keep_the_loss_curve(tmp_path) -> None:
+    """Scanned, rematerialised and on a (1, 1) mesh, the Flax run is the same function and the same
+    optimizer: its losses equal the plain run's (float32 rounding of a differently compiled program)."""
+    from vit_cli.finetune import FlaxScale
+
+    plain = run(str(tmp_path / "a"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True)
+    scaled = run(str(tmp_path / "b"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True,
+                 scale=FlaxScale(mesh=(1, 1), scan_layers=True, remat=True))
+    a, b = np.asarray(plain["flax"]["losses"]), np.asarray(scaled["flax"]["losses"])
+    assert float(np.abs(a - b).max()) <= 1e-5
+    back = vit_torch.from_pretrained(tmp_path / "b" / "flax")  # written per layer, as HF's tree
+    assert back.config.num_hidden_layers == DIGITS_CONFIG.num_hidden_layers
+    half = run(str(tmp_path / "c"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True,
+               scale=FlaxScale(dtype="bfloat16"))
+    assert float(np.abs(np.asarray(half["flax"]["losses"]) - a).max()) <= 0.05  # bfloat16 compute
+    assert main(["-o", str(tmp_path / "d"), "--mesh", "data=3,model=5", "--steps", "1", "--quiet"]) == 2
+
+
+def test_mesh_run_on_eight_devices_follows_the_single_device_run(tmp_path) -> None:
+    """vit-finetune --mesh data=2,model=4 --scan-layers on 8 simulated CPU devices: the loss curve
+    of the sharded run equals the one-device run's (fp32)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-m", "vit_cli.finetune", "-o", str(tmp_path / "mesh"), "--framework",
+                          "flax", "--steps", "6", "--mesh", "data=2,model=4", "--scan-layers", "--quiet"],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sharded = json.loads((tmp_path / "mesh" / "history.json").read_text())["flax"]["losses"]
+    single = run(str(tmp_path / "one"), epochs=1, framework="flax", max_steps=6, seed=0, quiet=True)
+    assert float(np.abs(np.asarray(sharded) - np.asarray(single["flax"]["losses"])).max()) <= 1e-5

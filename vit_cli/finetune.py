@@ -5,6 +5,7 @@ on the same batches, and compare them.
 
     vit-finetune [-o runs/digits] [--epochs 60] [--framework both|flax|torch] [--steps N]
                  [--family vit|deit|dinov2|dinov2-registers|clip|siglip] [--force]
+                 [--mesh data=N,model=M] [--dtype float32|bfloat16] [--scan-layers] [--remat]
 
 Writes, under the output directory: loss_curves.png (both frameworks' training loss per step),
 history.json (losses, accuracies, timings) and one HF checkpoint directory per framework
@@ -15,6 +16,7 @@ directories of the family for the others, as HF has Flax models for ViT only).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -86,32 +88,62 @@ def initial_state(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
     return {k: to_numpy(v).copy() for k, v in vit_torch.ViTForImageClassification(config).state_dict().items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class FlaxScale:
+    """How the Flax run is laid out: a ("data", "model") mesh (None: one device, as before), the
+    compute dtype, scanned layers and rematerialisation."""
+
+    mesh: tuple[int, int] | None = None
+    dtype: str = "float32"
+    scan_layers: bool = False
+    remat: bool = False
+
+
 def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, steps: list[np.ndarray],
-               progress: Any) -> dict[str, Any]:
+               progress: Any, scale: FlaxScale = FlaxScale()) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import optax
 
     import vit_flax
-    from vit_common.convert import flax_to_torch, torch_to_flax
+    from vit_common.convert import (
+        flax_to_torch,
+        stack_layers,
+        torch_to_flax,
+        unstack_layers,
+    )
+    from vit_flax.sharding import make_mesh, make_train_step, shard_params
 
     x_train, y_train, x_test, y_test = data
-    model = vit_flax.ViTForImageClassification(config)
-    params = jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state, config))
+    model = vit_flax.ViTForImageClassification(config, dtype=getattr(jnp, scale.dtype),
+                                               scan_layers=scale.scan_layers, remat=scale.remat)
+    tree = torch_to_flax(state, config)
+    if scale.scan_layers:
+        tree = stack_layers(tree)
     schedule = optax.cosine_decay_schedule(RECIPE["lr"], len(steps))
     tx = optax.adamw(schedule, *RECIPE["betas"], eps=RECIPE["eps"],
                      weight_decay=RECIPE["weight_decay"])
-    opt_state = tx.init(params)
+    if scale.mesh is not None:  # parameters and optimizer state sharded on the mesh (SPMD)
+        mesh = make_mesh(*scale.mesh)
+        train_step = make_train_step(model, tx, mesh)
+        params = shard_params(tree, mesh)
+        opt_state = train_step.init(params)
 
-    @jax.jit
-    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any, jax.Array]:
-        def loss_fn(p: Any) -> jax.Array:
-            logits = model.apply({"params": p}, x, train=True)  # dropout is 0 in this recipe
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        def step(params: Any, opt_state: Any, x: Any, y: Any) -> Any:
+            return train_step(params, opt_state, x, y)
+    else:
+        params = jax.tree_util.tree_map(jnp.asarray, tree)
+        opt_state = tx.init(params)
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        @jax.jit
+        def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any, jax.Array]:
+            def loss_fn(p: Any) -> jax.Array:
+                logits = model.apply({"params": p}, x, train=True)  # dropout is 0 in this recipe
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
 
     predict = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
     losses = []
@@ -122,8 +154,10 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
         progress("flax", len(losses), len(steps), losses[-1])
     seconds = time.perf_counter() - t0
     acc = float((np.asarray(predict(params, x_test)) == y_test).mean())
-    return {"losses": losses, "test_accuracy": acc, "seconds": seconds, "model": model,
-            "params": params, "state": flax_to_torch(params, config)}
+    per_layer = unstack_layers(jax.tree_util.tree_map(np.asarray, params))
+    return {"losses": losses, "test_accuracy": acc, "seconds": seconds,
+            "model": vit_flax.ViTForImageClassification(config), "params": per_layer,
+            "state": flax_to_torch(per_layer, config)}
 
 
 def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
@@ -203,7 +237,8 @@ def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = Fals
 
 
 def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
-        quiet: bool = False, force: bool = False, family: str = "vit") -> dict[str, Any]:
+        quiet: bool = False, force: bool = False, family: str = "vit",
+        scale: FlaxScale = FlaxScale()) -> dict[str, Any]:
     import vit_flax
     import vit_torch
     from vit_common.checkpoints import save_hf
@@ -222,7 +257,7 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     progress = _progress(quiet)
     histories: dict[str, dict[str, Any]] = {}
     if framework in ("both", "flax"):
-        histories["flax"] = train_flax(config, state, data, steps, progress)
+        histories["flax"] = train_flax(config, state, data, steps, progress, scale)
         if config.hf_model_type == "vit":  # HF has Flax models for ViT only
             vit_flax.save_pretrained(histories["flax"]["model"], histories["flax"]["params"],
                                      os.path.join(out_dir, "flax"), overwrite=force)
@@ -257,10 +292,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=tuple(DIGITS_FAMILIES), default="vit",
                    help="the digits model as this family builds it (its switches and classifier head); "
                         "checkpoints are that family's HF directories (default vit)")
+    p.add_argument("--mesh", type=_mesh, metavar="data=N,model=M",
+                   help="Flax: shard parameters and optimizer state on a (data, model) device mesh "
+                        "(FSDP over data, heads and MLP width over model); default one device")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="Flax compute dtype (parameters and optimizer state stay float32)")
+    p.add_argument("--scan-layers", action="store_true", help="Flax: one nn.scan over the layers")
+    p.add_argument("--remat", action="store_true", help="Flax: recompute each layer in the backward pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace this tool's earlier outputs")
     p.add_argument("--quiet", action="store_true")
     return p
+
+
+def _mesh(text: str) -> tuple[int, int]:
+    """--mesh data=N,model=M (either part may be left out: 1)."""
+    sizes = {"data": 1, "model": 1}
+    try:
+        for part in text.split(","):
+            key, value = part.split("=")
+            if key.strip() not in sizes or int(value) < 1:
+                raise ValueError
+            sizes[key.strip()] = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected data=N,model=M with positive N and M, got {text!r}") from None
+    return sizes["data"], sizes["model"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,8 +324,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    scale = FlaxScale(args.mesh, args.dtype, args.scan_layers, args.remat)
+    if scale.mesh is not None:
+        import jax
+
+        if scale.mesh[0] * scale.mesh[1] != jax.device_count():
+            raise ValueError(f"--mesh data={scale.mesh[0]},model={scale.mesh[1]} needs "
+                             f"{scale.mesh[0] * scale.mesh[1]} devices, this machine has {jax.device_count()}")
+        if RECIPE["batch_size"] % scale.mesh[0]:
+            raise ValueError(f"--mesh data={scale.mesh[0]} must divide the batch of {RECIPE['batch_size']}")
     summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
-                  args.force, args.family)
+                  args.force, args.family, scale)
     for name in ("flax", "torch"):
         if name in summary:
             s = summary[name]
