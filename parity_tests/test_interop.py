@@ -242,6 +242,25 @@ def test_big_vision_npz(tmp_path, scanned: bool) -> None:
     _check_both(tmp_path / "bv.npz", want, kind="logits")
 
 
+def test_big_vision_scanned_npz_loads_into_the_scanned_twin(tmp_path) -> None:
+    """A scanned big_vision checkpoint (encoderblock with a leading layer axis) goes straight to the
+    scanned Flax twin: the stacked MLP kernels are the file's own arrays, the logits timm's."""
+    config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=3, intermediate_size=64,
+                       image_size=24, patch_size=8, num_labels=5, hidden_act="gelu_new", layer_norm_eps=1e-6)
+    _big_vision_npz(tmp_path / "bv.npz", config, scanned=True)
+    model, params = vit_flax.from_pretrained(tmp_path / "bv.npz", scan_layers=True)
+    stacked = np.load(tmp_path / "bv.npz")["params/img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"]
+    np.testing.assert_array_equal(np.asarray(params["vit"]["encoder"]["layer"]["intermediate"]["dense"]["kernel"]),
+                                  stacked)
+    t = _tanh_timm(config, no_embed_class=True)
+    timm_vit._load_weights(t, str(tmp_path / "bv.npz"))
+    x_pt, x_fx = _x(config)
+    with torch.no_grad():
+        want = t(x_pt).numpy()
+    got = np.asarray(model.apply({"params": params}, x_fx))
+    assert float(np.abs(got - want).max()) <= 2e-5
+
+
 def test_npz_opt_target_prefix_and_pre_logits(tmp_path) -> None:
     config = CFG.replace(hidden_act="gelu_new", layer_norm_eps=1e-6, image_size=36)
     torch.manual_seed(6)
