@@ -121,3 +121,21 @@ def test_mesh_run_on_eight_devices_follows_the_single_device_run(tmp_path) -> No
     sharded = json.loads((tmp_path / "mesh" / "history.json").read_text())["flax"]["losses"]
     single = run(str(tmp_path / "one"), epochs=1, framework="flax", max_steps=6, seed=0, quiet=True)
     assert float(np.abs(np.asarray(sharded) - np.asarray(single["flax"]["losses"])).max()) <= 1e-5
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, capsys) -> None:
+    """--stop-after 5 (as an interruption), then --resume: both frameworks' loss curves equal the
+    uninterrupted run's bit for bit, from orbax (Flax) and torch (model, optimizer, schedule)
+    checkpoints."""
+    whole = run(str(tmp_path / "whole"), epochs=1, framework="both", max_steps=9, seed=0, quiet=True)
+    args = ["-o", str(tmp_path / "cut"), "--epochs", "1", "--steps", "9", "--quiet"]
+    assert main(args + ["--stop-after", "5", "--checkpoint-every", "2"]) == 0
+    assert "--resume" in capsys.readouterr().out
+    assert not (tmp_path / "cut" / "history.json").exists()
+    saved = sorted(p.name for p in (tmp_path / "cut" / "checkpoints" / "torch").iterdir())
+    assert saved[-2:] == ["step_00000005.json", "step_00000005.pt"] and "step_00000004.pt" in saved
+    assert main(args + ["--resume", "--checkpoint-every", "2"]) == 0
+    resumed = json.loads((tmp_path / "cut" / "history.json").read_text())
+    for name in ("flax", "torch"):
+        assert resumed[name]["losses"] == whole[name]["losses"], name
+    assert main(["-o", str(tmp_path / "none"), "--resume", "--quiet"]) == 2

@@ -99,8 +99,52 @@ class FlaxScale:
     remat: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+    """Checkpoints every `every` steps under `directory` (flax/: orbax, sharded as trained;
+    torch/: model, optimizer and schedule); `resume` continues from the latest; `stop_after` ends
+    the run after that many steps, as an interruption would."""
+
+    directory: str | None = None
+    every: int = 0
+    stop_after: int | None = None
+    resume: bool = False
+
+    def path(self, framework: str, step: int) -> str:
+        return os.path.join(self.directory or "", framework, f"step_{step:08d}")
+
+    def latest(self, framework: str) -> int:
+        """The last step saved for this framework (0: none)."""
+        where = os.path.join(self.directory or "", framework)
+        if not self.resume or not os.path.isdir(where):
+            return 0
+        found = [int(n[5:13]) for n in os.listdir(where)
+                 if n.startswith("step_") and n[5:13].isdigit() and n.endswith(".json")]
+        return max(found, default=0)
+
+    def due(self, step: int, total: int) -> bool:
+        return bool(self.directory) and self.every > 0 and (step % self.every == 0 or step == total
+                                                            or step == self.stop_after)
+
+
+def _save_losses(plan: Checkpointing, framework: str, step: int, losses: list[float]) -> None:
+    """Written last: a step counts as saved once its losses file exists."""
+    atomic_write_text(plan.path(framework, step) + ".json", json.dumps({"step": step, "losses": losses}))
+
+
+def _load_losses(plan: Checkpointing, framework: str, step: int) -> list[float]:
+    from vit_common.fileio import read_json
+
+    data = read_json(plan.path(framework, step) + ".json", "checkpoint losses")
+    losses = data.get("losses") if isinstance(data, dict) else None
+    if not isinstance(losses, list) or len(losses) != step:
+        raise ValueError(f"{plan.path(framework, step)}.json: expected the losses of {step} steps")
+    return [float(v) for v in losses]
+
+
 def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, steps: list[np.ndarray],
-               progress: Any, scale: FlaxScale = FlaxScale()) -> dict[str, Any]:
+               progress: Any, scale: FlaxScale = FlaxScale(),
+               plan: Checkpointing = Checkpointing()) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import optax
@@ -145,13 +189,24 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
+    from vit_flax.checkpointing import restore_train_state, save_train_state
+
     predict = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
-    losses = []
+    losses: list[float] = []
+    start = plan.latest("flax")
+    if start:  # the arrays land where the fresh ones are (same mesh and shardings)
+        params, opt_state, _ = restore_train_state(plan.path("flax", start), params, opt_state)
+        losses = _load_losses(plan, "flax", start)
     t0 = time.perf_counter()
-    for idx in steps:
+    for idx in steps[start:]:
         params, opt_state, loss = step(params, opt_state, x_train[idx], y_train[idx])
         losses.append(float(loss))
         progress("flax", len(losses), len(steps), losses[-1])
+        if plan.due(len(losses), len(steps)):
+            save_train_state(plan.path("flax", len(losses)), params, opt_state, len(losses), overwrite=True)
+            _save_losses(plan, "flax", len(losses), losses)
+        if len(losses) == plan.stop_after:
+            return {"losses": losses, "stopped": True}
     seconds = time.perf_counter() - t0
     acc = float((np.asarray(predict(params, x_test)) == y_test).mean())
     per_layer = unstack_layers(jax.tree_util.tree_map(np.asarray, params))
@@ -161,7 +216,8 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
 
 
 def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
-                steps: list[np.ndarray], progress: Any) -> dict[str, Any]:
+                steps: list[np.ndarray], progress: Any,
+                plan: Checkpointing = Checkpointing()) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
@@ -178,9 +234,18 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
         opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, len(steps)) / len(steps))))
     xt = torch.from_numpy(x_train.transpose(0, 3, 1, 2).copy())  # (N, C, H, W)
     yt = torch.from_numpy(y_train)
-    losses = []
+    losses: list[float] = []
+    start = plan.latest("torch")
+    if start:
+        from vit_common.formats.torch_codec import read_torch
+
+        saved = read_torch(plan.path("torch", start) + ".pt")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        losses = _load_losses(plan, "torch", start)
     t0 = time.perf_counter()
-    for idx in steps:
+    for idx in steps[start:]:
         i = torch.from_numpy(idx)
         loss = F.cross_entropy(model(xt[i]), yt[i])
         opt.zero_grad()
@@ -189,6 +254,15 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
         sched.step()
         losses.append(float(loss.detach()))
         progress("torch", len(losses), len(steps), losses[-1])
+        if plan.due(len(losses), len(steps)):
+            snapshot = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict()}
+            os.makedirs(os.path.dirname(plan.path("torch", 0)), exist_ok=True)
+            atomic_write(plan.path("torch", len(losses)) + ".pt", lambda f: torch.save(snapshot, f),
+                         overwrite=True)
+            _save_losses(plan, "torch", len(losses), losses)
+        if len(losses) == plan.stop_after:
+            return {"losses": losses, "stopped": True}
     seconds = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
@@ -238,7 +312,7 @@ def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = Fals
 
 def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
         quiet: bool = False, force: bool = False, family: str = "vit",
-        scale: FlaxScale = FlaxScale()) -> dict[str, Any]:
+        scale: FlaxScale = FlaxScale(), plan: Checkpointing = Checkpointing()) -> dict[str, Any]:
     import vit_flax
     import vit_torch
     from vit_common.checkpoints import save_hf
@@ -257,14 +331,18 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     progress = _progress(quiet)
     histories: dict[str, dict[str, Any]] = {}
     if framework in ("both", "flax"):
-        histories["flax"] = train_flax(config, state, data, steps, progress, scale)
+        histories["flax"] = train_flax(config, state, data, steps, progress, scale, plan)
+    if framework in ("both", "torch"):
+        histories["torch"] = train_torch(config, state, data, steps, progress, plan)
+    if any(h.get("stopped") for h in histories.values()):  # as if interrupted: checkpoints only
+        return {"stopped_at": plan.stop_after, **{n: {"losses": h["losses"]} for n, h in histories.items()}}
+    if "flax" in histories:
         if config.hf_model_type == "vit":  # HF has Flax models for ViT only
             vit_flax.save_pretrained(histories["flax"]["model"], histories["flax"]["params"],
                                      os.path.join(out_dir, "flax"), overwrite=force)
         else:
             save_hf(histories["flax"]["state"], config, os.path.join(out_dir, "flax"), overwrite=force)
-    if framework in ("both", "torch"):
-        histories["torch"] = train_torch(config, state, data, steps, progress)
+    if "torch" in histories:
         vit_torch.save_pretrained(histories["torch"]["model"], os.path.join(out_dir, "torch"),
                                   overwrite=force)
     summary: dict[str, Any] = {name: {k: h[k] for k in ("losses", "test_accuracy", "seconds")}
@@ -299,6 +377,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="Flax compute dtype (parameters and optimizer state stay float32)")
     p.add_argument("--scan-layers", action="store_true", help="Flax: one nn.scan over the layers")
     p.add_argument("--remat", action="store_true", help="Flax: recompute each layer in the backward pass")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS",
+                   help="write both frameworks' training state under OUT/checkpoints every STEPS "
+                        "steps (Flax: orbax, sharded as trained; torch: model, optimizer, schedule)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint under OUT/checkpoints: the loss curve "
+                        "is the uninterrupted run's")
+    p.add_argument("--stop-after", type=positive_int, metavar="STEPS",
+                   help="stop after STEPS steps (checkpointed), as an interruption would; --resume "
+                        "continues")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace this tool's earlier outputs")
     p.add_argument("--quiet", action="store_true")
@@ -333,8 +420,17 @@ def _main(args: argparse.Namespace) -> int:
                              f"{scale.mesh[0] * scale.mesh[1]} devices, this machine has {jax.device_count()}")
         if RECIPE["batch_size"] % scale.mesh[0]:
             raise ValueError(f"--mesh data={scale.mesh[0]} must divide the batch of {RECIPE['batch_size']}")
+    every = args.checkpoint_every or (args.stop_after if args.stop_after else 0)
+    plan = Checkpointing(os.path.join(args.output, "checkpoints") if every or args.resume else None,
+                         every, args.stop_after, args.resume)
+    if args.resume and not os.path.isdir(os.path.join(args.output, "checkpoints")):
+        raise ValueError(f"--resume: no checkpoints under {os.path.join(args.output, 'checkpoints')}")
     summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
-                  args.force, args.family, scale)
+                  args.force, args.family, scale, plan)
+    if "stopped_at" in summary:
+        print(f"stopped after {summary['stopped_at']} steps; checkpoints in {plan.directory}; run "
+              f"the same command with --resume to continue")
+        return EXIT_OK
     for name in ("flax", "torch"):
         if name in summary:
             s = summary[name]
