@@ -139,3 +139,59 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, capsys) -> None:
     for name in ("flax", "torch"):
         assert resumed[name]["losses"] == whole[name]["losses"], name
     assert main(["-o", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
+
+
+def _folder(root, classes=("cat", "dog", "fish"), per_class=10, size=(20, 24)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 80, (*size, 3), np.uint8)
+            img[..., c] += 150  # each class its own dominant colour: learnable
+            Image.fromarray(img).save(root / name / f"{i:02d}.png")
+    (root / "cat" / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_trains_in_both_frameworks(tmp_path) -> None:
+    """--data DIR (one subdirectory per class), a timm-named model of a family: the same batches in
+    both frameworks (seeded shuffling), the loss curves agree, and the checkpoints carry the labels."""
+    _folder(tmp_path / "data")
+    summary = run(str(tmp_path / "run"), epochs=2, framework="both", max_steps=None, seed=0, quiet=True,
+                  data_dir=str(tmp_path / "data"), model_name="vit_small_patch14_dinov2",
+                  image_size=28, batch_size=8)
+    assert summary["max_abs_loss_diff_first_10_steps"] <= FIRST_STEPS_BOUND
+    assert len(summary["flax"]["losses"]) == 2 * (24 // 8)  # 24 of the 30 images train, 6 test
+    torch_dir = tmp_path / "run" / "torch"
+    model = vit_torch.from_pretrained(torch_dir)
+    assert model.config.extra["id2label"] == {0: "cat", 1: "dog", 2: "fish"} and model.config.layer_scale
+    again = run(str(tmp_path / "again"), epochs=2, framework="flax", max_steps=None, seed=0, quiet=True,
+                data_dir=str(tmp_path / "data"), model_name="vit_small_patch14_dinov2", image_size=28, batch_size=8)
+    assert again["flax"]["losses"] == summary["flax"]["losses"]  # deterministic
+
+
+def test_image_folder_errors_name_the_folder(tmp_path) -> None:
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    assert main(["-o", str(tmp_path / "o1"), "--data", str(tmp_path / "one"), "--quiet"]) == 2
+    (tmp_path / "two" / "a").mkdir(parents=True)
+    (tmp_path / "two" / "b").mkdir()
+    assert main(["-o", str(tmp_path / "o2"), "--data", str(tmp_path / "two"), "--quiet"]) == 2
+    _folder(tmp_path / "tiny", per_class=2)
+    assert main(["-o", str(tmp_path / "o3"), "--data", str(tmp_path / "tiny"), "--image-size", "16",
+                 "--quiet"]) == 2  # 4 training images make no batch of 64
+
+
+@pytest.mark.slow  # B-size CLIP on CPU
+@pytest.mark.parametrize("name", ["vit_base_patch16_clip_224", "deit_tiny_distilled_patch16_224"])
+def test_image_folder_models_of_other_families(tmp_path, name: str) -> None:
+    """Each family trains in its HF layout with its HF head, so the checkpoint is what was trained."""
+    import transformers
+
+    _folder(tmp_path / "data", per_class=5)
+    run(str(tmp_path / "run"), epochs=1, framework="torch", max_steps=1, seed=0, quiet=True,
+        data_dir=str(tmp_path / "data"), model_name=name, image_size=32, batch_size=4)
+    config = json.loads((tmp_path / "run" / "torch" / "config.json").read_text())
+    hf, info = getattr(transformers, config["architectures"][0]).from_pretrained(
+        tmp_path / "run" / "torch", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]

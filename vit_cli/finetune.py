@@ -68,6 +68,89 @@ def load_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
+class FolderImages:
+    """Images of an image folder, preprocessed for `config` when a batch asks for them
+    (images[index_array] -> float32 (B, H, W, C)); nothing is decoded up front."""
+
+    def __init__(self, paths: list[str], config: ViTConfig) -> None:
+        self.paths, self.config = paths, config
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        from vit_common.preprocessing import preprocess_array
+
+        return np.stack([preprocess_array(self.paths[int(i)], self.config) for i in np.atleast_1d(index)])
+
+
+def load_folder(root: str, seed: int = 0) -> tuple[list[str], list[tuple[str, int]]]:
+    """An image-folder dataset: one subdirectory per class (sorted names are the labels 0..K-1),
+    its image files sorted. Returns (class names, [(path, label)]); a class with no image, or fewer
+    than two classes, is a ValueError naming the folder."""
+    from vit_cli.embed import IMAGE_SUFFIXES
+
+    if not os.path.isdir(root):
+        raise ValueError(f"--data {root}: not a directory")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if len(classes) < 2:
+        raise ValueError(f"--data {root}: expected one subdirectory per class (at least two), found "
+                         f"{len(classes)}")
+    items = []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise ValueError(f"--data {root}: class {name!r} has no image files")
+        items += [(os.path.join(root, name, f), label) for f in files]
+    return classes, items
+
+
+def split_folder(items: list[tuple[str, int]], config: ViTConfig, seed: int
+                 ) -> tuple[FolderImages, np.ndarray, FolderImages, np.ndarray]:
+    """A fixed, seeded 80/20 train / test split (every class in both when it has 5+ images)."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    test = {int(i) for i in order[::5]}
+    train_items = [items[i] for i in sorted(set(range(len(items))) - test)]
+    test_items = [items[i] for i in sorted(test)]
+    return (FolderImages([p for p, _ in train_items], config), np.array([y for _, y in train_items]),
+            FolderImages([p for p, _ in test_items], config), np.array([y for _, y in test_items]))
+
+
+def folder_config(model_name: str, num_classes: int, image_size: int | None) -> ViTConfig:
+    """--model: a ViT size preset (B/16, ...) or a timm ViT name; a head for the folder's classes."""
+    from vit_cli.demo import demo_config
+
+    try:
+        config = demo_config(model_name)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"--model: {e}") from None
+    from vit_common.config import HF_CLASSIFIERS
+    from vit_common.convert import hf_form
+
+    changes: dict[str, Any] = {"num_labels": num_classes}
+    if image_size is not None:
+        changes["image_size"] = image_size
+    config = config.replace(**changes)
+    try:  # the checkpoints are HF directories: train the family's HF layout and HF classifier head
+        config = hf_form(config)
+        family = config.extra["model_type"]
+    except ValueError:
+        raise ValueError(f"--model {model_name}: no HF family holds this model, so its checkpoints could "
+                         f"not be written as HF directories; pick a ViT, DeiT, DINOv2, CLIP or SigLIP model") from None
+    heads = [head for (f, head), _ in HF_CLASSIFIERS.items() if f == family]
+    if config.classifier_input not in heads:
+        # DeiT: one head on [CLS] (DeiTForImageClassification); DINOv2: [CLS; patch mean]; CLIP /
+        # SigLIP: the patch mean
+        config = config.replace(classifier_input="cls" if family == "deit" else heads[0])
+    return config
+
+
+def _in_batches(predict: Any, x: Any, size: int = 64) -> np.ndarray:
+    """predict over x in slices (an image folder is preprocessed per batch)."""
+    return np.concatenate([np.asarray(predict(x[np.arange(i, min(i + size, len(x)))]))
+                           for i in range(0, len(x), size)])
+
+
 def batches(n: int, batch_size: int, epochs: int, seed: int) -> Iterator[np.ndarray]:
     """The same index batches for both frameworks: a fresh permutation per epoch, full batches."""
     rng = np.random.default_rng(seed)
@@ -208,7 +291,7 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
         if len(losses) == plan.stop_after:
             return {"losses": losses, "stopped": True}
     seconds = time.perf_counter() - t0
-    acc = float((np.asarray(predict(params, x_test)) == y_test).mean())
+    acc = float((_in_batches(lambda x: predict(params, x), x_test) == y_test).mean())
     per_layer = unstack_layers(jax.tree_util.tree_map(np.asarray, params))
     return {"losses": losses, "test_accuracy": acc, "seconds": seconds,
             "model": vit_flax.ViTForImageClassification(config), "params": per_layer,
@@ -232,7 +315,9 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
     # optax.cosine_decay_schedule: lr * (1 + cos(pi * step / total)) / 2, step counted from 0
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, len(steps)) / len(steps))))
-    xt = torch.from_numpy(x_train.transpose(0, 3, 1, 2).copy())  # (N, C, H, W)
+    def nchw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # (B, C, H, W)
+
     yt = torch.from_numpy(y_train)
     losses: list[float] = []
     start = plan.latest("torch")
@@ -247,7 +332,7 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
     t0 = time.perf_counter()
     for idx in steps[start:]:
         i = torch.from_numpy(idx)
-        loss = F.cross_entropy(model(xt[i]), yt[i])
+        loss = F.cross_entropy(model(nchw(x_train[idx])), yt[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -266,7 +351,7 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
     seconds = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(x_test.transpose(0, 3, 1, 2).copy())).argmax(-1).numpy()
+        pred = _in_batches(lambda x: model(nchw(x)).argmax(-1).numpy(), x_test)
     return {"losses": losses, "test_accuracy": float((pred == y_test).mean()), "seconds": seconds,
             "model": model}
 
@@ -312,7 +397,9 @@ def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = Fals
 
 def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
         quiet: bool = False, force: bool = False, family: str = "vit",
-        scale: FlaxScale = FlaxScale(), plan: Checkpointing = Checkpointing()) -> dict[str, Any]:
+        scale: FlaxScale = FlaxScale(), plan: Checkpointing = Checkpointing(),
+        data_dir: str | None = None, model_name: str = "Ti/16", image_size: int | None = None,
+        batch_size: int = RECIPE["batch_size"]) -> dict[str, Any]:
     import vit_flax
     import vit_torch
     from vit_common.checkpoints import save_hf
@@ -324,9 +411,20 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
                ("flax", "torch", "history.json", "loss_curves.png")}
     for name, path in outputs.items():  # before any work: nothing replaced without --force
         check_target(path, overwrite=force, directory=name in ("flax", "torch"))
-    config = DIGITS_CONFIG.replace(**DIGITS_FAMILIES[family])
-    data = load_digits(seed)
-    steps = list(batches(len(data[0]), RECIPE["batch_size"], epochs, seed))[:max_steps]
+    if data_dir is None:
+        config = DIGITS_CONFIG.replace(**DIGITS_FAMILIES[family])
+        data: tuple = load_digits(seed)
+    else:  # an image folder: the model named (a ViT size or a timm name), one class per subdirectory
+        classes, items = load_folder(data_dir, seed)
+        config = folder_config(model_name, len(classes), image_size).replace(
+            extra={"id2label": dict(enumerate(classes))})
+        if family != "vit":
+            raise ValueError("--family shapes the digits model; for --data name the model with --model "
+                             "(a timm name gives its family)")
+        data = split_folder(items, config, seed)
+    steps = list(batches(len(data[0]), batch_size, epochs, seed))[:max_steps]
+    if not steps:
+        raise ValueError(f"{len(data[0])} training images make no full batch of {batch_size}: lower --batch-size")
     state = initial_state(config, seed)
     progress = _progress(quiet)
     histories: dict[str, dict[str, Any]] = {}
@@ -367,6 +465,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=60)
     p.add_argument("--steps", type=positive_int, help="stop after this many steps (a smoke run)")
     p.add_argument("--framework", choices=("both", "flax", "torch"), default="both")
+    p.add_argument("--data", metavar="DIR", help="an image folder (one subdirectory per class) to "
+                   "train on instead of the digits: a seeded 80/20 split, images preprocessed per batch")
+    p.add_argument("--model", default="Ti/16", help="with --data: a ViT size (Ti/16, B/16, ...) or a timm "
+                   "ViT name of any family, randomly initialised (default Ti/16)")
+    p.add_argument("--image-size", type=positive_int, help="with --data: the model's image size")
+    p.add_argument("--batch-size", type=positive_int, default=RECIPE["batch_size"],
+                   help=f"images per step (default {RECIPE['batch_size']})")
     p.add_argument("--family", choices=tuple(DIGITS_FAMILIES), default="vit",
                    help="the digits model as this family builds it (its switches and classifier head); "
                         "checkpoints are that family's HF directories (default vit)")
@@ -418,15 +523,16 @@ def _main(args: argparse.Namespace) -> int:
         if scale.mesh[0] * scale.mesh[1] != jax.device_count():
             raise ValueError(f"--mesh data={scale.mesh[0]},model={scale.mesh[1]} needs "
                              f"{scale.mesh[0] * scale.mesh[1]} devices, this machine has {jax.device_count()}")
-        if RECIPE["batch_size"] % scale.mesh[0]:
-            raise ValueError(f"--mesh data={scale.mesh[0]} must divide the batch of {RECIPE['batch_size']}")
+        if args.batch_size % scale.mesh[0]:
+            raise ValueError(f"--mesh data={scale.mesh[0]} must divide the batch of {args.batch_size}")
     every = args.checkpoint_every or (args.stop_after if args.stop_after else 0)
     plan = Checkpointing(os.path.join(args.output, "checkpoints") if every or args.resume else None,
                          every, args.stop_after, args.resume)
     if args.resume and not os.path.isdir(os.path.join(args.output, "checkpoints")):
         raise ValueError(f"--resume: no checkpoints under {os.path.join(args.output, 'checkpoints')}")
     summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
-                  args.force, args.family, scale, plan)
+                  args.force, args.family, scale, plan, args.data, args.model, args.image_size,
+                  args.batch_size)
     if "stopped_at" in summary:
         print(f"stopped after {summary['stopped_at']} steps; checkpoints in {plan.directory}; run "
               f"the same command with --resume to continue")
