@@ -76,8 +76,8 @@ def test_from_pretrained_picks_the_attention(tmp_path) -> None:
     torch.manual_seed(2)
     vit_torch.save_pretrained(vit_torch.ViTForImageClassification(config).eval(), tmp_path / "m")
     x_pt, x_fx = pixels(config, "float32")
-    eager = vit_torch.from_pretrained(tmp_path / "m")
-    sdpa = vit_torch.from_pretrained(tmp_path / "m", attention_impl="sdpa")
+    eager = vit_torch.from_pretrained(tmp_path / "m", attention_impl="eager")
+    sdpa = vit_torch.from_pretrained(tmp_path / "m")  # the torch twin's default: fused attention
     fx, params = vit_flax.from_pretrained(tmp_path / "m", attention_impl="sdpa")
     assert fx.attention_impl == "sdpa"
     calls = []

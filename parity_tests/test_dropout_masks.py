@@ -83,7 +83,7 @@ def _pair(config_name: str, dtype: str, head: bool) -> tuple[torch.nn.Module, An
     torch.manual_seed(3)
     cls_pt = vit_torch.ViTForImageClassification if head else vit_torch.VisionTransformer
     cls_fx = vit_flax.ViTForImageClassification if head else vit_flax.VisionTransformer
-    pt = cls_pt(config).to({"float32": torch.float32, "float64": torch.float64}[dtype])
+    pt = cls_pt(config, "eager").to({"float32": torch.float32, "float64": torch.float64}[dtype])  # masks need eager
     perturb_torch(pt, 3)
     jdt = {"float32": jnp.float32, "float64": jnp.float64}[dtype]
     fx = cls_fx(config, dtype=jdt, param_dtype=jdt)

@@ -39,10 +39,10 @@ def _twins(config_name: str, half: str) -> tuple:
     config = CONFIGS[config_name]
     tdt, jdt, _ = HALF[half]
     torch.manual_seed(0)
-    pt = vit_torch.VisionTransformer(config).eval()
+    pt = vit_torch.VisionTransformer(config, "eager").eval()
     perturb_torch(pt, 0, vectors_only=True)
     pt_half = pt.to(tdt)
-    ref = vit_torch.VisionTransformer(config).eval()  # float32, the same half-rounded weights
+    ref = vit_torch.VisionTransformer(config, "eager").eval()  # float32, the same half-rounded weights
     ref.load_state_dict({k: v.float() for k, v in pt_half.state_dict().items()})
     params = torch_to_flax(ref.state_dict(), config)
     fx_half = vit_flax.VisionTransformer(config, dtype=jdt, param_dtype=jdt)

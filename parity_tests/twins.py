@@ -131,7 +131,7 @@ def make_twin(config: ViTConfig, dtype: str, direction: Direction, seed: int = 0
     fx = vit_flax.ViTForImageClassification(config, dtype=jax_dtype, param_dtype=jax_dtype)
     if direction == "torch->flax":
         torch.manual_seed(seed)
-        pt = vit_torch.ViTForImageClassification(config).to(torch_dtype).eval()
+        pt = vit_torch.ViTForImageClassification(config, "eager").to(torch_dtype).eval()  # the written-out maths
         perturb_torch(pt, seed)
         params = jax.tree_util.tree_map(jnp.asarray, torch_to_flax(pt.state_dict(), config))
     elif direction == "flax->torch":
@@ -140,7 +140,7 @@ def make_twin(config: ViTConfig, dtype: str, direction: Direction, seed: int = 0
         # by op dispatches and compiles hundreds of tiny ops: seconds per twin)
         shapes = jax.eval_shape(fx.init, jax.random.key(seed), jnp.zeros((1, h, w, config.num_channels), jax_dtype))
         params = perturb_flax(flax_init_values(shapes["params"], config, seed), seed)
-        pt = vit_torch.ViTForImageClassification(config).to(torch_dtype).eval()
+        pt = vit_torch.ViTForImageClassification(config, "eager").to(torch_dtype).eval()  # the written-out maths
         vit_torch.load_numpy_state_dict(pt, flax_to_torch(params, config))
     else:
         raise ValueError(f"unknown direction {direction!r}")

@@ -181,3 +181,11 @@ def test_two_processes_with_jax_distributed() -> None:
         assert p.returncode == 0, err[-3000:]
         result = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
         assert (result[1], result[2]) == ("2", "4") and float(result[3]) <= 1e-5, result
+
+
+def test_micro_batching_is_chosen_where_it_pays() -> None:
+    """Default micro_batch="auto": on CPU devices a share of more than 8 images runs in slices of
+    the largest divisor <= 8 (the B/16 working set stays in cache); smaller shares run whole."""
+    params = _params()
+    for batch, want in ((1, None), (8, None), (12, 6), (32, 8)):
+        assert InferenceEngine(CFG, params, batch_size=batch).micro_batch == want, batch

@@ -163,7 +163,7 @@ class ViTEmbeddings(nn.Module):
 class ViTSelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention; returns the heads concatenated."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.attend = _attention_fn(attention_impl)
         self.num_heads = config.num_attention_heads
@@ -216,7 +216,7 @@ class ViTSelfOutput(nn.Module):
 class ViTAttention(nn.Module):
     """Self-attention followed by its output projection."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.attention = ViTSelfAttention(config, attention_impl)
         self.output = ViTSelfOutput(config)
@@ -267,7 +267,7 @@ class ViTLayer(nn.Module):
     """One pre-norm Transformer block: x + attention(LN(x)), then h + MLP(LN(h)); with LayerScale
     each branch is scaled per channel before it is added."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.attention = ViTAttention(config, attention_impl)
         self.intermediate = ViTIntermediate(config)
@@ -297,7 +297,7 @@ class ViTEncoder(nn.Module):
     # (torch.utils.checkpoint, non-reentrant, the dropout RNG replayed); only its input is kept
     gradient_checkpointing: bool = False
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.layer = nn.ModuleList([ViTLayer(config, attention_impl)
                                     for _ in range(config.num_hidden_layers)])
@@ -313,7 +313,7 @@ class ViTAttentionPool(nn.Module):
     """Multihead attention pooling (SigLIP, big_vision MAPHead, timm global_pool='map'): a learned
     probe attends over the tokens, then x + MLP(LN(x)); no residual around the attention."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager") -> None:
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.probe = nn.Parameter(torch.empty(1, 1, config.hidden_size))
         # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm
@@ -333,7 +333,7 @@ class VisionTransformer(nn.Module):
     final LayerNorm for ViT and DINOv2, (CLS + DIST) / 2 for distilled DeiT, the normalised pooled
     token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP)."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager",
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa",
                  gradient_checkpointing: bool = False) -> None:
         super().__init__()
         self.config = config
@@ -389,7 +389,7 @@ class ViTForImageClassification(nn.Module):
     """VisionTransformer plus a linear classifier on its pooled embedding: logits (B, num_labels).
     Distilled DeiT has a second head on the DIST token; the logits are the two heads' average."""
 
-    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "eager",
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa",
                  gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if config.num_labels < 1:

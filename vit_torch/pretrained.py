@@ -20,7 +20,7 @@ from vit_torch.model import VisionTransformer, ViTForImageClassification
 
 
 def from_pretrained(path: str | os.PathLike, config: ConfigSource = None, *,
-                    dtype: torch.dtype = torch.float32, attention_impl: AttentionImpl = "eager",
+                    dtype: torch.dtype = torch.float32, attention_impl: AttentionImpl = "sdpa",
                     drop_pre_logits: bool = False) -> VisionTransformer | ViTForImageClassification:
     """Load any supported checkpoint (HF directory, .safetensors / .pt / .bin in HF or timm naming,
     HF Flax .msgpack, Google .npz) into the model class it holds, in eval mode.
