@@ -255,3 +255,30 @@ def test_no_import_cycles() -> None:
 def test_cycle_detection_can_fail() -> None:
     with pytest.raises(AssertionError, match="import cycle: a -> b -> a"):
         _assert_acyclic({"a": {"b"}, "b": {"a"}})
+
+
+def test_run_time_fused_qkv_is_the_same_function_and_follows_the_weights() -> None:
+    """Inference computes q, k, v with one GEMM over [query; key; value] (built at run time, cached):
+    equal to the three projections (fp64), rebuilt after the weights change, never in the state dict."""
+    import torch
+
+    import vit_torch
+    from vit_common.config import ViTConfig
+
+    config = ViTConfig(hidden_size=24, num_attention_heads=3, num_hidden_layers=2, intermediate_size=32,
+                       image_size=12, patch_size=4, num_labels=3, qk_norm=True)
+    torch.manual_seed(0)
+    model = vit_torch.ViTForImageClassification(config, "eager").double().eval()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        fused = model(x)
+    with torch.enable_grad():
+        separate = model(x).detach()  # gradients on: the three projections
+    assert float((fused - separate).abs().max()) <= 1e-12
+    with torch.no_grad():
+        model.vit.encoder.layer[0].attention.attention.key.weight.mul_(1.5)  # in place: a new version
+        after = model(x)
+    with torch.enable_grad():
+        want = model(x).detach()
+    assert float((after - want).abs().max()) <= 1e-12 and float((after - fused).abs().max()) > 1e-6
+    assert not any("fused" in k for k in model.state_dict())

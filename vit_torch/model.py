@@ -182,7 +182,9 @@ class ViTSelfAttention(nn.Module):
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
 
     def _queries_keys(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k = self._split(self.query(x)), self._split(self.key(context))
+        return self._normed(self._split(self.query(x)), self._split(self.key(context)))
+
+    def _normed(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.q_norm is not None:
             q, k = self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)
         return q, k
@@ -190,11 +192,29 @@ class ViTSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
         tokens), else from `x`."""
-        context = x if context is None else context
         b, n, _ = x.shape
-        q, k = self._queries_keys(x, context)
-        context = self.attend(q, k, self._split(self.value(context)), self.dropout)  # (B, heads, N, head_dim)
-        return context.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
+        if context is None and not torch.is_grad_enabled():  # inference: one GEMM for q, k and v
+            q, k, v = (self._split(t) for t in F.linear(x, *self._fused_qkv()).chunk(3, dim=-1))
+            q, k = self._normed(q, k)
+        else:
+            context = x if context is None else context
+            q, k = self._queries_keys(x, context)
+            v = self._split(self.value(context))
+        out = self.attend(q, k, v, self.dropout)  # (B, heads, N, head_dim)
+        return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
+
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[query; key; value] weights (and biases) as one matrix, as timm stores them, built at run
+        time and kept until a weight changes (the state dict keeps HF's three names)."""
+        parts = [p for m in (self.query, self.key, self.value) for p in (m.weight, m.bias) if p is not None]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in parts)
+        cached = getattr(self, "_fused_cache", None)
+        if cached is None or cached[0] != key:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).detach()
+            bias = (torch.cat([self.query.bias, self.key.bias, self.value.bias]).detach()
+                    if self.query.bias is not None else None)
+            cached = self._fused_cache = (key, (weight, bias))
+        return cached[1]
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
