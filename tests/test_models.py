@@ -276,7 +276,7 @@ def test_run_time_fused_qkv_is_the_same_function_and_follows_the_weights() -> No
         separate = model(x).detach()  # gradients on: the three projections
     assert float((fused - separate).abs().max()) <= 1e-12
     with torch.no_grad():
-        model.vit.encoder.layer[0].attention.attention.key.weight.mul_(1.5)  # in place: a new version
+        model.vit.encoder.layer[0].attention.attention.value.weight.mul_(1.5)  # in place: a new version
         after = model(x)
     with torch.enable_grad():
         want = model(x).detach()
