@@ -1,6 +1,6 @@
 # make demo   set up .venv (first run only) and run the main job: torch vs flax parity table + timings
-# make test   set up .venv (first run only) and run the whole test suite
-# make test-fast / test-slow   the suite without / with only the slow (B/16-size) checks
+# make test   set up .venv (first run only) and run the test suite without the slow set (what CI runs)
+# make test-slow / test-all   only the slow (B/16-size, multi-process, long-run) checks / everything
 # make test-mutations         the parity suite's own power: every catalogued slip must be caught
 # make bench  the inference and conversion benchmarks (results in benchmarks/results/)
 PYTHON ?= python3.11
@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST := $(PY) -m pytest -n 2
 
-.PHONY: setup demo test test-fast test-slow test-mutations bench clean
+.PHONY: setup demo test test-fast test-slow test-all test-mutations bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,10 +25,12 @@ demo: setup
 	$(VENV)/bin/vit-demo
 
 test: setup
-	$(PYTEST)
-
-test-fast: setup
 	$(PYTEST) -m "not slow"
+
+test-fast: test
+
+test-all: setup
+	$(PYTEST)
 
 test-slow: setup
 	$(PYTEST) -m slow

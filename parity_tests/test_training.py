@@ -100,7 +100,7 @@ ALL_SWITCHES: dict[str, ViTConfig] = {
 
 @pytest.mark.parametrize(("config_name", "dtype"), [
     *((name, dtype) for name in ALL_SWITCHES for dtype in ("float64", "float32")),
-    *((name, "float64") for name in FAMILY_CONFIGS)])
+    *(pytest.param(name, "float64", marks=pytest.mark.slow) for name in FAMILY_CONFIGS)])
 def test_gradients_match_with_the_family_switches(config_name: str, dtype: str) -> None:
     """Gradients of every parameter (LayerScale, SwiGLU halves, qk-norm, MAP probe and head, both
     DeiT heads, registers...) and of the pixels; an unused tensor (the mask token) has none in

@@ -57,8 +57,8 @@ def test_full_run_learns(tmp_path) -> None:
         assert summary[name]["test_accuracy"] >= 0.95, (name, summary[name]["test_accuracy"])
 
 
-# three families in the default run; clip and dinov2 (their pieces are in the three) in the slow set
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in ("clip", "dinov2") else f
+# DINOv2-reg (LayerScale, registers, its [CLS; patch mean] head) in the default run, the rest slow
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f != "dinov2-registers" else f
                                     for f in DIGITS_FAMILIES if f != "vit"])
 def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str) -> None:
     """The digits model with each family's switches and HF head: the two loss curves agree, and
@@ -154,6 +154,7 @@ def _folder(root, classes=("cat", "dog", "fish"), per_class=10, size=(20, 24)):
     (root / "cat" / "notes.txt").write_text("not an image")
 
 
+@pytest.mark.slow
 def test_image_folder_trains_in_both_frameworks(tmp_path) -> None:
     """--data DIR (one subdirectory per class), a timm-named model of a family: the same batches in
     both frameworks (seeded shuffling), the loss curves agree, and the checkpoints carry the labels."""
