@@ -196,3 +196,26 @@ def test_image_folder_models_of_other_families(tmp_path, name: str) -> None:
     hf, info = getattr(transformers, config["architectures"][0]).from_pretrained(
         tmp_path / "run" / "torch", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_image_folder_starts_from_a_checkpoint(tmp_path) -> None:
+    """--weights: the checkpoint's backbone (moved to --image-size) under a new head for the
+    folder's classes; one AdamW step (lr 1e-3) later every backbone weight is within ~lr of it."""
+    import torch
+
+    from vit_common.config import ViTConfig
+
+    source = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
+                       image_size=32, patch_size=8, num_labels=7)
+    torch.manual_seed(5)
+    vit_torch.save_pretrained(vit_torch.ViTForImageClassification(source).eval(), tmp_path / "pre")
+    _folder(tmp_path / "data", per_class=5)
+    run(str(tmp_path / "run"), epochs=1, framework="torch", max_steps=1, seed=0, quiet=True,
+        data_dir=str(tmp_path / "data"), image_size=24, batch_size=4, weights=str(tmp_path / "pre"))
+    tuned = vit_torch.from_pretrained(tmp_path / "run" / "torch")
+    assert tuned.config.num_labels == 3 and tuned.config.image_size == 24
+    pre = vit_torch.from_pretrained(tmp_path / "pre")
+    for k, v in pre.vit.state_dict().items():
+        if "position_embeddings" not in k:  # resampled to 24 px
+            assert float((tuned.vit.state_dict()[k] - v).abs().max()) <= 2e-3, k
+    assert main(["-o", str(tmp_path / "x"), "--weights", str(tmp_path / "pre"), "--quiet"]) == 2

@@ -116,12 +116,13 @@ def split_folder(items: list[tuple[str, int]], config: ViTConfig, seed: int
             FolderImages([p for p, _ in test_items], config), np.array([y for _, y in test_items]))
 
 
-def folder_config(model_name: str, num_classes: int, image_size: int | None) -> ViTConfig:
-    """--model: a ViT size preset (B/16, ...) or a timm ViT name; a head for the folder's classes."""
+def folder_config(model_name: str | ViTConfig, num_classes: int, image_size: int | None) -> ViTConfig:
+    """--model: a ViT size preset (B/16, ...) or a timm ViT name (or a checkpoint's config); a head
+    for the folder's classes."""
     from vit_cli.demo import demo_config
 
     try:
-        config = demo_config(model_name)
+        config = model_name if isinstance(model_name, ViTConfig) else demo_config(model_name)
     except argparse.ArgumentTypeError as e:
         raise ValueError(f"--model: {e}") from None
     from vit_common.config import HF_CLASSIFIERS
@@ -143,6 +144,23 @@ def folder_config(model_name: str, num_classes: int, image_size: int | None) -> 
         # SigLIP: the patch mean
         config = config.replace(classifier_input="cls" if family == "deit" else heads[0])
     return config
+
+
+def _pretrained_backbone(weights: str, image_size: int | None) -> tuple[dict[str, np.ndarray], ViTConfig]:
+    """--weights: any checkpoint vit-convert reads; its backbone (the head is dropped: the folder's
+    classes get a new one), moved to --image-size for good when given."""
+    from vit_common.checkpoints import load_checkpoint
+    from vit_common.convert import BACKBONE_PREFIX
+    from vit_common.resample import resize_state
+
+    ckpt = load_checkpoint(weights)
+    state = {k[len(BACKBONE_PREFIX):]: v for k, v in ckpt.state.items() if k.startswith(BACKBONE_PREFIX)} \
+        if ckpt.has_head else dict(ckpt.state)
+    extra = {k: v for k, v in ckpt.config.extra.items() if k not in ("id2label", "label2id")}
+    config = ckpt.config.replace(num_labels=0, classifier_input="pooled", extra=extra)
+    if image_size is not None and config.image_hw != (image_size, image_size):
+        state, config = resize_state(state, config, image_size)
+    return state, config
 
 
 def _in_batches(predict: Any, x: Any, size: int = 64) -> np.ndarray:
@@ -399,7 +417,7 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
         quiet: bool = False, force: bool = False, family: str = "vit",
         scale: FlaxScale = FlaxScale(), plan: Checkpointing = Checkpointing(),
         data_dir: str | None = None, model_name: str = "Ti/16", image_size: int | None = None,
-        batch_size: int = RECIPE["batch_size"]) -> dict[str, Any]:
+        batch_size: int = RECIPE["batch_size"], weights: str | None = None) -> dict[str, Any]:
     import vit_flax
     import vit_torch
     from vit_common.checkpoints import save_hf
@@ -411,13 +429,18 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
                ("flax", "torch", "history.json", "loss_curves.png")}
     for name, path in outputs.items():  # before any work: nothing replaced without --force
         check_target(path, overwrite=force, directory=name in ("flax", "torch"))
+    pretrained = None
+    if weights and data_dir is None:
+        raise ValueError("--weights starts an image-folder run (--data DIR); the digits model trains from scratch")
     if data_dir is None:
         config = DIGITS_CONFIG.replace(**DIGITS_FAMILIES[family])
         data: tuple = load_digits(seed)
     else:  # an image folder: the model named (a ViT size or a timm name), one class per subdirectory
         classes, items = load_folder(data_dir, seed)
-        config = folder_config(model_name, len(classes), image_size).replace(
-            extra={"id2label": dict(enumerate(classes))})
+        pretrained = _pretrained_backbone(weights, image_size) if weights else None
+        config = folder_config(pretrained[1] if pretrained else model_name, len(classes), image_size)
+        # the folder's labels; a checkpoint's own preprocessing (carried in extra) is kept
+        config = config.replace(extra={**config.extra, "id2label": dict(enumerate(classes))})
         if family != "vit":
             raise ValueError("--family shapes the digits model; for --data name the model with --model "
                              "(a timm name gives its family)")
@@ -426,6 +449,14 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     if not steps:
         raise ValueError(f"{len(data[0])} training images make no full batch of {batch_size}: lower --batch-size")
     state = initial_state(config, seed)
+    if data_dir is not None and pretrained is not None:  # the checkpoint's backbone, a new seeded head
+        from vit_common.convert import BACKBONE_PREFIX, relayout
+
+        backbone_state, source = pretrained
+        target = config.replace(num_labels=source.num_labels, classifier_input=source.classifier_input,
+                                extra=source.extra)
+        moved = relayout(backbone_state, source, target)
+        state.update({BACKBONE_PREFIX + k: np.asarray(v) for k, v in moved.items()})
     progress = _progress(quiet)
     histories: dict[str, dict[str, Any]] = {}
     if framework in ("both", "flax"):
@@ -469,6 +500,9 @@ def _parser() -> argparse.ArgumentParser:
                    "train on instead of the digits: a seeded 80/20 split, images preprocessed per batch")
     p.add_argument("--model", default="Ti/16", help="with --data: a ViT size (Ti/16, B/16, ...) or a timm "
                    "ViT name of any family, randomly initialised (default Ti/16)")
+    p.add_argument("--weights", metavar="CHECKPOINT", help="with --data: start from this checkpoint's "
+                   "backbone (any format vit-convert reads; its config replaces --model), a new head for "
+                   "the folder's classes")
     p.add_argument("--image-size", type=positive_int, help="with --data: the model's image size")
     p.add_argument("--batch-size", type=positive_int, default=RECIPE["batch_size"],
                    help=f"images per step (default {RECIPE['batch_size']})")
@@ -532,7 +566,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError(f"--resume: no checkpoints under {os.path.join(args.output, 'checkpoints')}")
     summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
                   args.force, args.family, scale, plan, args.data, args.model, args.image_size,
-                  args.batch_size)
+                  args.batch_size, args.weights)
     if "stopped_at" in summary:
         print(f"stopped after {summary['stopped_at']} steps; checkpoints in {plan.directory}; run "
               f"the same command with --resume to continue")
