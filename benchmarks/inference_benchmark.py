@@ -5,8 +5,9 @@
 
 Each contender runs in its own fresh process (so peak RSS is its own): vit_flax jit (eager and
 fused attention), vit_torch eager (eager and sdpa), vit_torch under torch.compile, timm eager and
-HF transformers eager, plus vit_flax.InferenceEngine (the inference API; on CPU it runs big
-batches as slices of 8). Reported: images/s (best of --iters after a warm-up), achieved GFLOP/s from
+HF transformers eager, plus vit_flax.InferenceEngine with default arguments (on CPU it runs big
+batches as slices of 8 by itself). vit_torch_eager is the written-out attention; the torch twin's
+default construction is vit_torch_eager_sdpa. Reported: images/s (best of --iters after a warm-up), achieved GFLOP/s from
 the model's FLOP count, that as a share of a GEMM peak measured in the same run (the faster of
 torch's and XLA's matmul at the ViT MLP shape), compile time (first call) and peak RSS. On a CUDA
 machine it runs unchanged (use --dtype bfloat16) and reports MFU against the measured bf16 GEMM peak
@@ -81,10 +82,8 @@ def run_contender(name: str, batches: list[int], dtype_name: str, iters: int) ->
         model = vit_flax.ViTForImageClassification(config)
         params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
         for b in batches:
-            # on CPU, slices of 8 images keep B/16's working set in cache (README, findings)
-            micro = min(b, 8) if not cuda and b % min(b, 8) == 0 else None
-            engine = vit_flax.InferenceEngine(config, params, batch_size=b, dtype=dtype_name,
-                                              micro_batch=micro)
+            # default arguments: on CPU the engine runs shares of more than 8 images in slices
+            engine = vit_flax.InferenceEngine(config, params, batch_size=b, dtype=dtype_name)
             x = np.random.default_rng(1).normal(size=(b, 224, 224, 3)).astype(np.float32)
             first, best = timed(lambda: engine(x), lambda: None)
             results["batches"][b] = {"img_s": b / best, "first_call_s": first}
