@@ -29,7 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vit_common.convert import flatten_params, unflatten_params, unwrap_params
+from vit_common.convert import (
+    flatten_params,
+    is_stacked,
+    unflatten_params,
+    unwrap_params,
+)
 
 AXES = ("data", "model")
 
@@ -65,11 +70,11 @@ def _leaf_axes(path: tuple[str, ...], ndim: int) -> tuple[str | None, ...]:
 def logical_axes(params: Mapping[str, Any]) -> dict[str, Any]:
     """The params tree with every leaf replaced by a PartitionSpec of logical axis names."""
     flat = flatten_params(unwrap_params(params))
+    stacked = is_stacked(params)
     out = {}
     for path, leaf in flat.items():
         ndim = np.ndim(leaf)
-        scanned = "encoder" in path and "layer" in path and path[path.index("layer") + 1:][:1] != () \
-            and not path[path.index("layer") + 1].isdigit()
+        scanned = stacked and "encoder" in path and path[path.index("encoder") + 1] == "layer"
         axes = _leaf_axes(path, ndim - 1 if scanned else ndim)
         if scanned:
             axes = ("layers", *axes)
