@@ -282,3 +282,53 @@ def test_run_time_fused_qkv_is_the_same_function_and_follows_the_weights() -> No
         want = model(x).detach()
     assert float((after - want).abs().max()) <= 1e-12 and float((after - fused).abs().max()) > 1e-6
     assert not any("fused" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("switches", [dict(), dict(hidden_act="gelu_pytorch_tanh", qk_norm=True),
+                                      dict(hidden_act="quick_gelu"), dict(mlp_type="swiglu", qkv_bias=False)])
+def test_fast_inference_kernels_are_the_reference_function(switches, monkeypatch) -> None:
+    """In fp32 on CPU without autograd, the projections run as oneDNN GEMMs (bias and GELU in the
+    epilogue): the same outputs as the written-out kernels (fp32 rounding only), every projection
+    really taken by it, a hook on a Linear still sees that Linear's own output, and the
+    backward path (gradients on) never uses it."""
+    import torch
+
+    import vit_torch
+    import vit_torch.model as vtm
+    from vit_common.config import ViTConfig
+
+    if vtm._onednn_linear is None or not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN linear")
+    config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
+                       image_size=16, patch_size=4, num_labels=5, **switches)
+    torch.manual_seed(0)
+    model = vit_torch.ViTForImageClassification(config).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad(), vit_torch.reference_kernels():
+        want = model(x)
+    calls, onednn_linear = [], vtm._onednn_linear
+
+    def counting(*args):
+        calls.append(args[3:])
+        return onednn_linear(*args)
+
+    monkeypatch.setattr(vtm, "_onednn_linear", counting)
+    with torch.no_grad():
+        got = model(x)
+    assert float((got - want).abs().max()) <= 2e-5 * max(1.0, float(want.abs().max()))
+    fused_gelu = config.mlp_type == "mlp" and config.hidden_act != "quick_gelu"
+    assert len(calls) == 4 * config.num_hidden_layers  # qkv, attention output, fc1, fc2
+    assert sum(c[0] == "gelu" for c in calls) == (config.num_hidden_layers if fused_gelu else 0)
+    seen = []
+    dense = model.vit.encoder.layer[0].intermediate.dense
+    handle = dense.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+    with torch.no_grad():
+        hooked = model(x)
+    handle.remove()
+    assert len(seen) == 1 and float((hooked - want).abs().max()) <= 2e-5 * max(1.0, float(want.abs().max()))
+    inputs, output = seen[0]  # the Linear's own output, before the activation
+    with torch.no_grad():
+        assert float((output - torch.nn.functional.linear(inputs, dense.weight, dense.bias)).abs().max()) <= 1e-5
+    calls.clear()
+    model(x).sum().backward()  # gradients on: the written-out kernels
+    assert calls == [] and model.vit.encoder.layer[0].output.dense.weight.grad is not None

@@ -15,6 +15,7 @@ from vit_torch.model import (
     ViTSelfAttention,
     ViTSelfOutput,
     init_weights,
+    reference_kernels,
 )
 from vit_torch.pretrained import from_pretrained, save_pretrained
 from vit_torch.utils import load_numpy_state_dict
@@ -23,5 +24,5 @@ __all__ = [
     "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",
     "ViTIntermediate", "ViTLayer", "ViTOutput", "ViTPatchEmbeddings", "ViTSelfAttention",
     "ViTSelfOutput", "VisionTransformer", "from_pretrained", "init_weights", "load_numpy_state_dict",
-    "preprocess_image", "save_pretrained",
+    "preprocess_image", "reference_kernels", "save_pretrained",
 ]
