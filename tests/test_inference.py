@@ -184,8 +184,16 @@ def test_two_processes_with_jax_distributed() -> None:
 
 
 def test_micro_batching_is_chosen_where_it_pays() -> None:
-    """Default micro_batch="auto": on CPU devices a share of more than 8 images runs in slices of
-    the largest divisor <= 8 (the B/16 working set stays in cache); smaller shares run whole."""
-    params = _params()
-    for batch, want in ((1, None), (8, None), (12, 6), (32, 8)):
+    """Default micro_batch="auto": on CPU devices a share of more than CPU_SLICE_TOKENS tokens runs
+    in slices of its largest divisor that fits (B/16 at 224: 4 images), unless only slices of
+    less than half the budget divide a share of at most twice it; smaller shares run whole."""
+    from vit_flax.inference import CPU_SLICE_TOKENS, _auto_micro_batch
+
+    b16 = ViTConfig.from_preset("B/16")
+    assert CPU_SLICE_TOKENS // 197 == 5
+    for batch, want in ((1, None), (5, None), (6, 3), (7, None), (8, 4), (10, 5), (31, 1), (32, 4)):
+        assert _auto_micro_batch(b16, batch) == want, batch
+    assert _auto_micro_batch(ViTConfig.from_preset("B/16", image_size=384), 8) == 1  # 577 tokens
+    params = _params()  # 25 tokens: slices of up to 40 images
+    for batch, want in ((1, None), (40, None), (41, None), (48, 24), (83, 1)):
         assert InferenceEngine(CFG, params, batch_size=batch).micro_batch == want, batch
