@@ -1,5 +1,7 @@
 """The torch twin under DDP and FSDP2 (fully_shard) with gloo on two local CPU processes: one
-AdamW step on half the batch each equals the single-process step on the whole batch."""
+AdamW step on half the batch each equals the single-process step on the whole batch; the sharded
+checkpoint both ranks write (torch.distributed.checkpoint) restores into one process and resumes
+exactly."""
 
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ state = {k.removeprefix("module."): (v.full_tensor() if hasattr(v, "full_tensor"
          for k, v in wrapped.state_dict().items()}
 if rank == 0:
     np.savez(out + ".npz", **state)
+from vit_torch.distributed import save_sharded_checkpoint
+save_sharded_checkpoint(wrapped, opt, out + ".dcp")  # every rank writes its own shards
 with open(f"{out}.{rank}.json", "w") as f:
     json.dump(local, f)
 dist.destroy_process_group()
@@ -62,15 +66,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _single_process_step() -> dict[str, np.ndarray]:
-    torch.manual_seed(0)
-    model = vit_torch.ViTForImageClassification(CFG).double()
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     g = np.random.default_rng(0)
     x = torch.from_numpy(g.normal(size=(8, 3, *CFG.image_hw)))
-    y = torch.from_numpy(g.integers(0, CFG.num_labels, 8))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    return x, torch.from_numpy(g.integers(0, CFG.num_labels, 8))
+
+
+def _step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    x, y = _batch()
+    opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
     opt.step()
+
+
+def _fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = vit_torch.ViTForImageClassification(CFG).double()
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+
+
+def _single_process_step() -> dict[str, np.ndarray]:
+    model, opt = _fresh()
+    _step(model, opt)
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
 
@@ -98,3 +115,45 @@ def test_two_process_step_equals_one_process(mode: str, tmp_path) -> None:
             theirs = ranks[1][name][0]
             assert mine + theirs == total, name
             assert abs(mine - theirs) <= total // rows, name  # at most one row apart
+
+
+def test_sharded_torch_checkpoint_restores_into_one_process_and_resumes(tmp_path) -> None:
+    """The FSDP2 ranks each wrote their shards (torch.distributed.checkpoint); one process without a
+    process group loads them into a plain model and AdamW: parameters and moments equal the
+    single-process step's, and the next step equals the uninterrupted run's (fp64 <= 1e-12).
+    Writing into a directory that holds files is refused; a directory without .metadata too."""
+    import dataclasses
+
+    from vit_torch.distributed import load_sharded_checkpoint, save_sharded_checkpoint
+
+    fields = {f.name: getattr(CFG, f.name) for f in dataclasses.fields(CFG) if f.name != "extra"}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "PYTHONPATH": str(ROOT)}
+    out = str(tmp_path / "fsdp2")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, "fsdp2", out, json.dumps(fields)],
+                              env={**env, "RANK": str(r)}, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:]
+    ckpt = Path(out + ".dcp")
+    assert sorted(p.name for p in ckpt.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+
+    uninterrupted, opt_u = _fresh()
+    _step(uninterrupted, opt_u)
+    restored, opt_r = _fresh()
+    before = {k: v.clone() for k, v in restored.state_dict().items()}
+    load_sharded_checkpoint(restored, opt_r, str(ckpt))
+    for k, v in uninterrupted.state_dict().items():
+        assert float((restored.state_dict()[k] - v).abs().max()) <= 1e-12, k
+    assert any(float((restored.state_dict()[k] - before[k]).abs().max()) > 1e-6 for k in before)
+    moments_u = [opt_u.state[p]["exp_avg_sq"] for p in uninterrupted.parameters()]
+    moments_r = [opt_r.state[p]["exp_avg_sq"] for p in restored.parameters()]
+    assert max(float((a - b).abs().max()) for a, b in zip(moments_u, moments_r)) <= 1e-12
+    _step(uninterrupted, opt_u)
+    _step(restored, opt_r)
+    for k, v in uninterrupted.state_dict().items():
+        assert float((restored.state_dict()[k] - v).abs().max()) <= 1e-12, k
+
+    with pytest.raises(FileExistsError, match="already holds files"):
+        save_sharded_checkpoint(restored, opt_r, str(ckpt))
+    with pytest.raises(FileNotFoundError, match="no .metadata"):
+        load_sharded_checkpoint(restored, opt_r, str(tmp_path))

@@ -8,6 +8,9 @@
 runs, freed after) and the rest (embeddings, final norm, pooling, heads) the root unit: the wrapping
 HF and timm recommend for ViTs. Parameters become DTensors sharded on dimension 0 over the mesh;
 `state_dict()` holds DTensors (`.full_tensor()` gathers one). Nothing here communicates by itself.
+
+    save_sharded_checkpoint(model, optimizer, "ckpt")   # torch.distributed.checkpoint: each rank its shards
+    load_sharded_checkpoint(model, optimizer, "ckpt")   # onto any world size / sharding, or one process
 """
 
 from __future__ import annotations
@@ -35,3 +38,45 @@ def fully_shard_vit(model: VisionTransformer | ViTForImageClassification, mesh: 
     for layer in backbone.encoder.layer:
         fully_shard(layer, mesh=mesh, **fully_shard_kwargs)
     return fully_shard(model, mesh=mesh, **fully_shard_kwargs)
+
+
+def save_sharded_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                            path: str, overwrite: bool = False) -> None:
+    """Every rank writes its own shards of the model's (and the optimizer's) state with
+    torch.distributed.checkpoint, into the directory `path` (one `__<rank>_0.distcp` file per rank
+    plus `.metadata`). Works unsharded, under DDP and under FSDP2. A directory that already holds
+    files is refused unless `overwrite`."""
+    import os
+
+    from torch.distributed.checkpoint import save
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    if not overwrite and os.path.isdir(path) and os.listdir(path):
+        raise FileExistsError(f"{path} already holds files: pass overwrite=True to write into it")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"a checkpoint is a directory; {path} is a file")
+    model_state, optim_state = get_state_dict(model, optimizer if optimizer is not None else [])
+    state = {"model": model_state} | ({"optimizer": optim_state} if optimizer is not None else {})
+    save(state, checkpoint_id=path)
+
+
+def load_sharded_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                            path: str) -> None:
+    """Restore what save_sharded_checkpoint wrote onto `model` (and `optimizer`), in place, whatever
+    their sharding now: another world size, FSDP2 or DDP, or one process without a process group.
+    torch.distributed.checkpoint's `.metadata` file is a pickle: load only checkpoints you wrote."""
+    import os
+    import warnings
+
+    from torch.distributed.checkpoint import load
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not os.path.isfile(os.path.join(path, ".metadata")):
+        raise FileNotFoundError(f"{path} is not a torch.distributed.checkpoint directory (no .metadata)")
+    model_state, optim_state = get_state_dict(model, optimizer if optimizer is not None else [])
+    state = {"model": model_state} | ({"optimizer": optim_state} if optimizer is not None else {})
+    with warnings.catch_warnings():  # one process without a process group is a use we document
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        load(state, checkpoint_id=path)
+    set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
+                   optim_state_dict=state.get("optimizer", {}))

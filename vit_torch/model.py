@@ -66,6 +66,7 @@ def _attention_fn(attention_impl: str) -> Callable[..., torch.Tensor]:
 
 _FAST_KERNELS = True
 _onednn_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
 
 
 @contextlib.contextmanager
@@ -84,7 +85,7 @@ def _fast_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the run-time fused kernels may stand in for the written-out ones: no autograd
     graph is being built (they have no backward) and nothing traces the model."""
     return (_FAST_KERNELS and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+            and not _is_compiling() and not torch.jit.is_tracing())
 
 
 def _onednn_usable(layer: nn.Linear, x: torch.Tensor, weight: torch.Tensor) -> bool:
