@@ -29,10 +29,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
+from inference_benchmark import flops_per_image, gemm_peak  # noqa: E402
 
 import vit_flax  # noqa: E402
 import vit_torch  # noqa: E402
-from inference_benchmark import flops_per_image, gemm_peak  # noqa: E402
 from vit_common.config import ViTConfig  # noqa: E402
 from vit_common.convert import torch_to_flax  # noqa: E402
 from vit_flax.inference import InferenceEngine  # noqa: E402
