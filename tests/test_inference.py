@@ -51,6 +51,23 @@ def test_padding_and_order(n: int) -> None:
     np.testing.assert_allclose(out["logits"], single, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("micro_batch", ["auto", 2])
+def test_short_batches_run_in_buckets_not_padded_to_batch_size(micro_batch) -> None:
+    """An engine of batch_size 32 given 1, 3, 8 or 33 images runs steps of the smallest power-of-two
+    bucket that holds them (times a forced micro_batch), not 32 rows each; rows unchanged."""
+    params = _params()
+    engine = InferenceEngine(CFG, params, batch_size=32, micro_batch=micro_batch)
+    ran, step = [], engine._step
+    engine._step = lambda p, x: (ran.append(x.shape[0]), step(p, x))[1]
+    unit = 1 if micro_batch == "auto" else micro_batch
+    for n, want in ((1, [unit]), (3, [4]), (8, [8]), (33, [32, unit])):
+        ran.clear()
+        x = _pixels(n)
+        out = engine(x)
+        assert ran == want, (n, ran)
+        np.testing.assert_allclose(out["logits"], _reference(params, x), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("micro_batch", [1, 2, 4])
 def test_micro_batches_change_nothing(micro_batch: int) -> None:
     params = _params()

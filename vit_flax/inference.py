@@ -63,7 +63,13 @@ class InferenceEngine:
 
         `mesh`: a ("data", "model") mesh (vit_flax.sharding.make_mesh): the parameters are sharded
         on it (FSDP over "data", heads and MLP width over "model", vit_flax.sharding) instead of
-        replicated, the batch split over "data"."""
+        replicated, the batch split over "data".
+
+        `batch_size` is the most images one step runs. A call with fewer (or the remainder of a
+        bigger call) runs padded to the smallest bucket that holds it -- the device count times a
+        power of two (times a forced micro_batch), capped at batch_size -- so 1 image costs one
+        image's compute, not batch_size's; each bucket compiles once. With several processes every
+        step is padded to batch_size (all processes must run the same program)."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
         params = unwrap_params(params)
@@ -73,6 +79,7 @@ class InferenceEngine:
         # scanned params (a stacked encoder/layer) run the scanned model, per-layer ones the unrolled
         self.model = cls(config, dtype=_DTYPES[dtype], param_dtype=jnp.float32,
                          attention_impl=attention_impl, scan_layers=is_stacked(params))
+        auto_slices = micro_batch == "auto" and mesh is None
         if mesh is not None and micro_batch == "auto":
             micro_batch = None
         if mesh is not None and (devices is not None or micro_batch is not None):
@@ -95,7 +102,9 @@ class InferenceEngine:
         if micro_batch is not None and (micro_batch < 1 or per_device % micro_batch):
             raise ValueError(f"micro_batch must divide the {per_device} images each device gets "
                              f"per batch, got {micro_batch}")
-        self.micro_batch = micro_batch
+        self._auto_slices = auto_slices and devices[0].platform == "cpu"
+        self._splits = splits
+        self.micro_batch = micro_batch  # for a full batch; a smaller bucket picks its own when "auto"
         self.batch_size = batch_size
         self.local_batch_size = batch_size // jax.process_count()
         self.mesh = mesh if mesh is not None else Mesh(np.asarray(devices), ("data",))
@@ -114,10 +123,25 @@ class InferenceEngine:
         h, w = config.image_hw
         self.input_shape = (self.local_batch_size, h, w, config.num_channels)
 
+    def _micro_batch_for(self, rows: int) -> int | None:
+        """The micro-batch of a step of `rows` images (all processes together)."""
+        if rows == self.batch_size or not self._auto_slices:
+            return self.micro_batch
+        return _auto_micro_batch(self.config, rows // self._splits)
+
+    def _bucket(self, rows: int) -> int:
+        """The rows this process's step runs for `rows` images of its own: see __init__."""
+        if jax.process_count() > 1:
+            return self.local_batch_size
+        size = self._splits * (1 if self._auto_slices or self.micro_batch is None else self.micro_batch)
+        while size < rows:
+            size *= 2
+        return min(size, self.local_batch_size)
+
     def _forward(self, params: Any, pixels: jax.Array) -> dict[str, jax.Array]:
-        if self.micro_batch is None:
+        mb = self._micro_batch_for(pixels.shape[0])  # fixed per traced shape
+        if mb is None:
             return self._apply(params, pixels)
-        mb = self.micro_batch
 
         def per_device(params: Any, x: jax.Array) -> dict[str, jax.Array]:
             slices = x.reshape(x.shape[0] // mb, mb, *x.shape[1:])  # (slices, mb, H, W, C)
@@ -158,8 +182,9 @@ class InferenceEngine:
         for start in range(0, n, b):
             chunk = np.asarray(pixels[start:start + b], np.float32)
             rows = chunk.shape[0]
-            if rows < b:  # pad the last batch: one compiled shape for every N
-                chunk = np.concatenate([chunk, np.zeros((b - rows, *chunk.shape[1:]), np.float32)])
+            size = self._bucket(rows)
+            if rows < size:  # pad a short batch to its bucket: one compiled shape per bucket
+                chunk = np.concatenate([chunk, np.zeros((size - rows, *chunk.shape[1:]), np.float32)])
             x = jax.make_array_from_process_local_data(self.batch_sharding, chunk)
             pending.append((self._step(self.params, x), rows))  # dispatched, not awaited
         keys = ["cls", "logits"] if self.has_head else ["cls"]
