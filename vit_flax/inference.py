@@ -30,7 +30,8 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 # tokens per micro-batch slice on CPU: ~800 rows in every GEMM keep a B/16 layer's activations in
-# cache (measured on B/16 at 224: slices of 2 / 4 / 8 / 32 images, 5.64 / 5.77 / 5.57 / 5.4 img/s)
+# cache (benchmarks/micro_batch_benchmark.py, B/16 at 224, 2-core CPU: batch 8 in slices of 2 / 4 /
+# 8 images 5.52 / 5.65 / 5.47 img/s; batch 32 at once 4.59, in slices of 8 / 4 5.43 / 5.56)
 CPU_SLICE_TOKENS = 1024
 
 
@@ -56,7 +57,7 @@ class InferenceEngine:
                  micro_batch: int | None | Literal["auto"] = "auto", mesh: Mesh | None = None) -> None:
         """`micro_batch`: run each device's share of a batch as a loop (lax.map) over slices of
         this many images. On CPUs the activations of a big batch outgrow the caches (B/16: 4
-        images a slice run 4% faster than 8, 5% faster than 32 at once); slices keep the working
+        images a slice run ~3% faster than 8, ~20% faster than 32 at once); slices keep the working
         set small. "auto" (the default): on CPU devices, slices of the largest divisor of each
         device's share holding at most CPU_SLICE_TOKENS tokens (4 B/16 images at 224); on
         accelerators, none.
