@@ -332,3 +332,33 @@ def test_fast_inference_kernels_are_the_reference_function(switches, monkeypatch
     calls.clear()
     model(x).sum().backward()  # gradients on: the written-out kernels
     assert calls == [] and model.vit.encoder.layer[0].output.dense.weight.grad is not None
+
+
+def test_fast_inference_falls_back_when_onednn_fails(monkeypatch) -> None:
+    """A torch build whose oneDNN linear raises (an unsupported CPU): the model still answers,
+    through F.linear, with the reference outputs, and stops trying the failing kernel."""
+    import torch
+
+    import vit_torch
+    import vit_torch.model as vtm
+    from vit_common.config import ViTConfig
+
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(vtm, "_onednn_linear", broken)
+    config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
+                       image_size=16, patch_size=4, num_labels=5)
+    torch.manual_seed(0)
+    model = vit_torch.ViTForImageClassification(config).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad(), vit_torch.reference_kernels():
+        want = model(x)
+    with torch.no_grad():
+        got = model(x)
+        again = model(x)
+    assert len(calls) == 1 and vtm._onednn_linear is None
+    assert float((got - want).abs().max()) <= 1e-6 and float((again - want).abs().max()) <= 1e-6

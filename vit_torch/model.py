@@ -100,9 +100,13 @@ def _linear(layer: nn.Linear, x: torch.Tensor, gelu: str | None = None,
             weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`layer(x)`, then GELU (`gelu`: "none" exact, "tanh") when asked; with `weight` / `bias`
     given, those stand in for the layer's (the fused q/k/v matrix)."""
+    global _onednn_linear
     weight, bias = (layer.weight, layer.bias) if weight is None else (weight, bias)
     if _onednn_usable(layer, x, weight):
-        return _onednn_linear(x, weight, bias, "none" if gelu is None else "gelu", [], gelu or "")
+        try:
+            return _onednn_linear(x, weight, bias, "none" if gelu is None else "gelu", [], gelu or "")
+        except (RuntimeError, NotImplementedError):  # a build or CPU without it: the plain path
+            _onednn_linear = None
     y = layer(x) if weight is layer.weight else F.linear(x, weight, bias)
     return y if gelu is None else F.gelu(y, approximate=gelu)
 
