@@ -26,8 +26,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from vit_common.canonical import expected_entries  # noqa: E402
 from vit_common.config import ViTConfig  # noqa: E402
-from vit_common.convert import expected_entries  # noqa: E402
 from vit_common.formats.safetensors_codec import write_safetensors  # noqa: E402
 
 BASELINE = """

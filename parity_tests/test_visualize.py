@@ -12,7 +12,7 @@ import vit_flax.visualize
 import vit_torch
 import vit_torch.visualize
 from parity_tests.twins import TINY_CONFIGS, TOLERANCE, make_twin, pixels
-from vit_common.preprocessing import NORMALISATIONS, demo_image, preprocess_array
+from vit_common.preprocessing import PIPELINES, demo_image, preprocess_array
 from vit_common.visualize import denormalize, overlay_attention, save_png
 
 
@@ -57,7 +57,7 @@ def test_denormalize_round_trip_and_pngs(tmp_path) -> None:
     image = demo_image(64)
     for preset in ("imagenet", "inception"):
         x = preprocess_array(image, image_size=64, preset=preset)
-        back = denormalize(x, settings=NORMALISATIONS[preset])
+        back = denormalize(x, settings=PIPELINES[preset])
         assert back.dtype == np.uint8 and back.shape == (64, 64, 3)
         assert int(np.abs(back.astype(int) - image.astype(int)).max()) <= 1
     chw = preprocess_array(image, image_size=64).transpose(2, 0, 1)

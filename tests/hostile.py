@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 
 from vit_common import checkpoints
+from vit_common.canonical import expected_entries
 from vit_common.config import ViTConfig
-from vit_common.convert import expected_entries
 
 CFG = ViTConfig(hidden_size=12, num_attention_heads=3, num_hidden_layers=2, intermediate_size=20,
                 image_size=8, patch_size=4, num_labels=5, layer_norm_eps=1e-6)

@@ -12,7 +12,9 @@ import torch
 import vit_flax
 import vit_torch
 from vit_common.config import ViTConfig
-from vit_common.convert import flax_to_torch, infer_config, torch_to_flax
+from vit_common.convert import flax_to_torch, torch_to_flax
+from vit_common.formats.torch_codec import to_torch
+from vit_common.infer import infer_config
 
 TINY = ViTConfig(hidden_size=12, num_attention_heads=3, num_hidden_layers=2, intermediate_size=20,
                  image_size=(8, 12), patch_size=4, num_labels=5)
@@ -64,7 +66,7 @@ def test_round_trip_is_bit_exact(dtype: torch.dtype) -> None:
     back = flax_to_torch(torch_to_flax(state))
     assert set(back) == set(state)
     for k, v in state.items():
-        t = vit_torch.utils.to_torch(back[k])
+        t = to_torch(back[k])
         assert t.dtype == dtype and torch.equal(t, v), k
 
 
@@ -137,23 +139,27 @@ def test_infer_config() -> None:
         infer_config({"foo": np.zeros(1)})
 
 
-def test_readme_shows_every_naming_table() -> None:
-    """The README's naming table is the one the code applies (regenerate it from naming_table())."""
+def test_docs_show_every_naming_table() -> None:
+    """docs/naming.md's table is the one the code applies (regenerate it from naming_table())."""
     from pathlib import Path
 
-    from vit_common.convert import NAMINGS, naming_table
+    from vit_common.convert import FLAX
+    from vit_common.families import NAMINGS, naming_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    shown = readme.split("<!-- naming-table -->\n", 1)[1].split("\n<!-- /naming-table -->", 1)[0]
-    assert shown == naming_table()
-    assert all(f" {name} |" in shown.splitlines()[0] for name in NAMINGS)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "naming.md").read_text()
+    shown = page.split("<!-- naming-table -->\n", 1)[1].split("\n<!-- /naming-table -->", 1)[0]
+    assert shown == naming_table(extra=(FLAX,))
+    assert all(f" {name} |" in shown.splitlines()[0] for name in [*NAMINGS, "flax"])
 
 
 @pytest.mark.parametrize("name", ["hf", "transformers-5", "timm", "flax", "npz"])
 @pytest.mark.parametrize("head", [True, False])
 def test_every_naming_round_trips_exactly(name: str, head: bool) -> None:
-    from vit_common.convert import NAMINGS, from_naming, to_naming
+    from vit_common.convert import FLAX
+    from vit_common.families import NAMINGS
+    from vit_common.naming import from_naming, to_naming
 
+    NAMINGS = {**NAMINGS, "flax": FLAX}
     state = _torch_state(head=head)
     theirs = {k: make() for k, make in to_naming(NAMINGS[name], state, TINY)}
     back, unplaced, problems = from_naming(NAMINGS[name], theirs)

@@ -13,7 +13,7 @@ import torch
 
 import vit_torch
 from vit_cli.convert import main as convert_main
-from vit_common import convert
+from vit_common import layouts
 from vit_common.checkpoints import load_checkpoint, save_state_dict
 from vit_common.checkpoints import timm_state as to_timm
 from vit_common.config import SWITCHES, ViTConfig
@@ -181,7 +181,7 @@ def test_timm_family_files_need_only_the_head_count(name: str, kwargs: dict, fie
     save_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, tmp_path / "t.safetensors")
     (tmp_path / "cfg.json").write_text(json.dumps({"num_attention_heads": 2, **fields}))
     read = load_checkpoint(tmp_path / "t.safetensors", tmp_path / "cfg.json").config
-    want = convert.timm_form(ViTConfig.from_timm(name, **{**TIMM_SMALL, **kwargs}))
+    want = layouts.timm_form(ViTConfig.from_timm(name, **{**TIMM_SMALL, **kwargs}))
     assert {k: getattr(read, k) for k in SWITCHES} == {k: getattr(want, k) for k in SWITCHES}
     dst = tmp_path / ("hf" if hf_class else "p.msgpack")
     rc = convert_main([str(tmp_path / "t.safetensors"), "-o", str(dst), "--config", str(tmp_path / "cfg.json"),

@@ -294,10 +294,10 @@ def test_fast_inference_kernels_are_the_reference_function(switches, monkeypatch
     import torch
 
     import vit_torch
-    import vit_torch.model as vtm
+    import vit_torch.kernels as vtk
     from vit_common.config import ViTConfig
 
-    if vtm._onednn_linear is None or not torch.backends.mkldnn.is_available():
+    if not vtk.onednn_works():
         pytest.skip("this torch build has no oneDNN linear")
     config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
                        image_size=16, patch_size=4, num_labels=5, **switches)
@@ -306,13 +306,13 @@ def test_fast_inference_kernels_are_the_reference_function(switches, monkeypatch
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad(), vit_torch.reference_kernels():
         want = model(x)
-    calls, onednn_linear = [], vtm._onednn_linear
+    calls, onednn_linear = [], vtk.ONEDNN_LINEAR
 
     def counting(*args):
         calls.append(args[3:])
         return onednn_linear(*args)
 
-    monkeypatch.setattr(vtm, "_onednn_linear", counting)
+    monkeypatch.setattr(vtk, "ONEDNN_LINEAR", counting)
     with torch.no_grad():
         got = model(x)
     assert float((got - want).abs().max()) <= 2e-5 * max(1.0, float(want.abs().max()))
@@ -335,12 +335,12 @@ def test_fast_inference_kernels_are_the_reference_function(switches, monkeypatch
 
 
 def test_fast_inference_falls_back_when_onednn_fails(monkeypatch) -> None:
-    """A torch build whose oneDNN linear raises (an unsupported CPU): the model still answers,
-    through F.linear, with the reference outputs, and stops trying the failing kernel."""
+    """A oneDNN linear that raises (a shape or CPU it cannot take): the model still answers,
+    through F.linear, with the reference outputs; a build whose probe fails never calls it."""
     import torch
 
     import vit_torch
-    import vit_torch.model as vtm
+    import vit_torch.kernels as vtk
     from vit_common.config import ViTConfig
 
     calls = []
@@ -349,7 +349,7 @@ def test_fast_inference_falls_back_when_onednn_fails(monkeypatch) -> None:
         calls.append(1)
         raise RuntimeError("could not create a primitive")
 
-    monkeypatch.setattr(vtm, "_onednn_linear", broken)
+    monkeypatch.setattr(vtk, "ONEDNN_LINEAR", broken)
     config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
                        image_size=16, patch_size=4, num_labels=5)
     torch.manual_seed(0)
@@ -359,6 +359,39 @@ def test_fast_inference_falls_back_when_onednn_fails(monkeypatch) -> None:
         want = model(x)
     with torch.no_grad():
         got = model(x)
+    assert float((got - want).abs().max()) <= 1e-6
+    assert calls or not vtk.onednn_works()  # it was tried, where the build has it
+    calls.clear()
+    monkeypatch.setattr(vtk, "onednn_works", lambda: False)  # a build whose probe failed
+    with torch.no_grad():
         again = model(x)
-    assert len(calls) == 1 and vtm._onednn_linear is None
-    assert float((got - want).abs().max()) <= 1e-6 and float((again - want).abs().max()) <= 1e-6
+    assert calls == [] and float((again - want).abs().max()) <= 1e-6
+
+
+def test_reference_kernels_is_scoped_to_its_thread() -> None:
+    """reference_kernels() in one thread leaves another thread's fast kernels on (no module state)."""
+    import threading
+
+    import vit_torch.kernels as vtk
+
+    inside, other = threading.Event(), []
+    release = threading.Event()
+
+    def hold() -> None:
+        with vtk.reference_kernels():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    inside.wait(10)
+    probe = threading.Thread(target=lambda: other.append(vtk.fast_kernels_enabled()))
+    probe.start()
+    probe.join()
+    here = vtk.fast_kernels_enabled()
+    release.set()
+    t.join()
+    assert other == [True] and here is True
+    with vtk.reference_kernels():
+        assert vtk.fast_kernels_enabled() is False
+    assert vtk.fast_kernels_enabled() is True

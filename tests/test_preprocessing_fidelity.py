@@ -14,7 +14,7 @@ import vit_torch
 from vit_common.config import ViTConfig
 from vit_common.preprocessing import (
     MAX_PIXELS,
-    NORMALISATIONS,
+    PIPELINES,
     load_image,
     preprocess_array,
 )
@@ -50,7 +50,7 @@ def _source_constants(preset: str) -> dict[str, tuple[float, ...]]:
 @pytest.mark.parametrize("preset", ["imagenet", "inception"])
 def test_presets_are_the_source_libraries_constants(preset: str) -> None:
     want = _source_constants(preset)
-    assert NORMALISATIONS[preset].mean == want["mean"] and NORMALISATIONS[preset].std == want["std"]
+    assert PIPELINES[preset].mean == want["mean"] and PIPELINES[preset].std == want["std"]
 
 
 def test_presets_resize_as_their_sources() -> None:
@@ -59,10 +59,10 @@ def test_presets_resize_as_their_sources() -> None:
     torchvision = pytest.importorskip("torchvision")
     resize = torchvision.transforms.Resize((224, 224))
     assert resize.interpolation == torchvision.transforms.InterpolationMode.BILINEAR
-    assert NORMALISATIONS["imagenet"].resample == "bilinear" and NORMALISATIONS["imagenet"].crop_pct is None
+    assert PIPELINES["imagenet"].resample == "bilinear" and PIPELINES["imagenet"].crop_pct is None
     hf = transformers.ViTImageProcessorPil()
-    assert int(hf.resample) == {"bilinear": 2, "bicubic": 3}[NORMALISATIONS["inception"].resample]
-    assert NORMALISATIONS["inception"].crop_pct is None and not getattr(hf, "do_center_crop", False)
+    assert int(hf.resample) == {"bilinear": 2, "bicubic": 3}[PIPELINES["inception"].resample]
+    assert PIPELINES["inception"].crop_pct is None and not getattr(hf, "do_center_crop", False)
 
 
 def test_defaults_are_hf_vit_image_processors() -> None:
@@ -190,7 +190,7 @@ def test_hf_centres_crops_by_flooring() -> None:
     want = _released_processor("clip")(images=_photo("china.jpg"), return_tensors="np")["pixel_values"]
     import dataclasses
 
-    timm_style = dataclasses.replace(NORMALISATIONS["clip"], crop_rounding="round")
+    timm_style = dataclasses.replace(PIPELINES["clip"], crop_rounding="round")
     off = preprocess_array(_photo("china.jpg"), ViTConfig(image_size=224, extra={"preprocessing": timm_style}))
     assert float(np.abs(off.transpose(2, 0, 1) - want[0]).max()) > 0.1
 
@@ -204,7 +204,7 @@ def test_hf_processor_configs_read_and_write_as_the_preset(family: str, tmp_path
     hf = _released_processor(family)
     hf.save_pretrained(tmp_path / "hf")
     read = Preprocessing.from_hf_file(tmp_path / "hf" / "preprocessor_config.json")
-    assert read == NORMALISATIONS[family]
+    assert read == PIPELINES[family]
     config = ViTConfig(image_size=224, patch_size=16, hidden_size=32, num_attention_heads=2,
                        num_hidden_layers=1, intermediate_size=32, **FAMILY_SWITCHES[family])
     (tmp_path / "ours").mkdir()
@@ -234,8 +234,8 @@ def test_family_configs_default_to_their_preset(family: str) -> None:
 
     config = ViTConfig(image_size=224, patch_size=16, hidden_size=32, num_attention_heads=2,
                        num_hidden_layers=1, intermediate_size=32, **FAMILY_SWITCHES[family])
-    assert preprocessing_for(config) == NORMALISATIONS[family]
-    assert preprocessing_for(ViTConfig()) == NORMALISATIONS["imagenet"]  # classic ViT: the seed's
+    assert preprocessing_for(config) == PIPELINES[family]
+    assert preprocessing_for(ViTConfig()) == PIPELINES["imagenet"]  # classic ViT: the seed's
 
 
 def test_family_checkpoint_carries_its_processor(tmp_path) -> None:
@@ -323,8 +323,8 @@ def test_bytes_float_arrays_and_grayscale() -> None:
     np.testing.assert_allclose(preprocess_array(as_float, image_size=(30, 40)),
                                preprocess_array(RGB, image_size=(30, 40)), atol=1e-5)
     gray = preprocess_array(RGB[..., 0], image_size=(30, 40))  # (H, W) -> three equal planes
-    assert np.allclose(gray[..., 0] * NORMALISATIONS["imagenet"].std[0] + NORMALISATIONS["imagenet"].mean[0],
-                       gray[..., 2] * NORMALISATIONS["imagenet"].std[2] + NORMALISATIONS["imagenet"].mean[2], atol=1e-6)
+    assert np.allclose(gray[..., 0] * PIPELINES["imagenet"].std[0] + PIPELINES["imagenet"].mean[0],
+                       gray[..., 2] * PIPELINES["imagenet"].std[2] + PIPELINES["imagenet"].mean[2], atol=1e-6)
 
 
 def test_exif_orientation_is_applied(tmp_path) -> None:

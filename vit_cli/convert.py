@@ -23,7 +23,7 @@ from vit_cli.common import (
     progress_bar,
     run,
 )
-from vit_common import checkpoints
+from vit_common import checkpoints, layouts
 from vit_common.config import ViTConfig
 from vit_common.fileio import check_target
 
@@ -169,14 +169,12 @@ def _lost_in(target: str, is_dir: bool, config: ViTConfig) -> list[str]:
 def _written_config(config: ViTConfig, target: str, is_dir: bool) -> ViTConfig | None:
     """The config the output is read back with: a directory's own config.json; timm's and
     big_vision's layouts for theirs (the same function, its tensors laid out as they hold them)."""
-    from vit_common import convert
-
     if is_dir:
         return None
     if target == "timm":
-        return convert.timm_form(config)
+        return layouts.timm_form(config)
     if target == "npz":
-        return checkpoints.npz_form(config)
+        return layouts.npz_form(config)
     return config
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from vit_cli.common import EXIT_OK, positive_int
 from vit_cli.common import run as run_cli
+from vit_common import families
 from vit_common.config import ViTConfig
 from vit_common.fileio import atomic_write, atomic_write_text, check_target
 
@@ -39,18 +40,7 @@ DIGITS_CONFIG = ViTConfig(hidden_size=64, num_hidden_layers=3, num_attention_hea
                           extra={"id2label": {i: str(i) for i in range(10)}})
 # --family: the same digits model as each HF family builds it (its head as that family's HF
 # classifier reads the tokens), so the checkpoints are that family's HF directories
-DIGITS_FAMILIES: dict[str, dict[str, Any]] = {
-    "vit": {},
-    "deit": {"distillation_token": True},  # two heads, logits averaged (DeiTForImageClassificationWithTeacher)
-    "dinov2": {"layer_scale": True, "mask_token": True, "classifier_input": "cls_patch_mean"},
-    "dinov2-registers": {"layer_scale": True, "mask_token": True, "num_register_tokens": 2,
-                         "position_embedding_resampling": "bicubic_antialias",
-                         "classifier_input": "cls_patch_mean"},
-    "clip": {"pre_norm": True, "patch_bias": False, "final_norm": "pooled", "hidden_act": "quick_gelu",
-             "layer_norm_eps": 1e-5, "classifier_input": "patch_mean"},
-    "siglip": {"class_token": False, "pooling": "map", "position_embedding_covers_prefix": False,
-               "hidden_act": "gelu_pytorch_tanh", "classifier_input": "patch_mean"},
-}
+DIGITS_FAMILIES: dict[str, dict[str, Any]] = {m.short: dict(m.example) for m in families.HF_MODELS.values()}
 RECIPE = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.05, "batch_size": 64}
 
 
@@ -125,8 +115,7 @@ def folder_config(model_name: str | ViTConfig, num_classes: int, image_size: int
         config = model_name if isinstance(model_name, ViTConfig) else demo_config(model_name)
     except argparse.ArgumentTypeError as e:
         raise ValueError(f"--model: {e}") from None
-    from vit_common.config import HF_CLASSIFIERS
-    from vit_common.convert import hf_form
+    from vit_common.layouts import hf_form
 
     changes: dict[str, Any] = {"num_labels": num_classes}
     if image_size is not None:
@@ -138,19 +127,18 @@ def folder_config(model_name: str | ViTConfig, num_classes: int, image_size: int
     except ValueError:
         raise ValueError(f"--model {model_name}: no HF family holds this model, so its checkpoints could "
                          f"not be written as HF directories; pick a ViT, DeiT, DINOv2, CLIP or SigLIP model") from None
-    heads = [head for (f, head), _ in HF_CLASSIFIERS.items() if f == family]
+    heads = list(families.hf_model(family).classifiers)
     if config.classifier_input not in heads:
-        # DeiT: one head on [CLS] (DeiTForImageClassification); DINOv2: [CLS; patch mean]; CLIP /
-        # SigLIP: the patch mean
-        config = config.replace(classifier_input="cls" if family == "deit" else heads[0])
+        # the family's first HF classifier (DINOv2: [CLS; patch mean]; CLIP / SigLIP: the patch mean)
+        config = config.replace(classifier_input=heads[0])
     return config
 
 
 def _pretrained_backbone(weights: str, image_size: int | None) -> tuple[dict[str, np.ndarray], ViTConfig]:
     """--weights: any checkpoint vit-convert reads; its backbone (the head is dropped: the folder's
     classes get a new one), moved to --image-size for good when given."""
+    from vit_common.canonical import BACKBONE_PREFIX
     from vit_common.checkpoints import load_checkpoint
-    from vit_common.convert import BACKBONE_PREFIX
     from vit_common.resample import resize_state
 
     ckpt = load_checkpoint(weights)
@@ -183,7 +171,7 @@ def initial_state(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
     import torch
 
     import vit_torch
-    from vit_common.convert import to_numpy
+    from vit_common.canonical import to_numpy
 
     torch.manual_seed(seed)
     return {k: to_numpy(v).copy() for k, v in vit_torch.ViTForImageClassification(config).state_dict().items()}
@@ -251,12 +239,7 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
     import optax
 
     import vit_flax
-    from vit_common.convert import (
-        flax_to_torch,
-        stack_layers,
-        torch_to_flax,
-        unstack_layers,
-    )
+    from vit_common.convert import flax_to_torch, stack_layers, torch_to_flax, unstack_layers
     from vit_flax.sharding import make_mesh, make_train_step, shard_params
 
     x_train, y_train, x_test, y_test = data
@@ -450,7 +433,8 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
         raise ValueError(f"{len(data[0])} training images make no full batch of {batch_size}: lower --batch-size")
     state = initial_state(config, seed)
     if data_dir is not None and pretrained is not None:  # the checkpoint's backbone, a new seeded head
-        from vit_common.convert import BACKBONE_PREFIX, relayout
+        from vit_common.canonical import BACKBONE_PREFIX
+        from vit_common.layouts import relayout
 
         backbone_state, source = pretrained
         target = config.replace(num_labels=source.num_labels, classifier_input=source.classifier_input,
@@ -466,7 +450,7 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
     if any(h.get("stopped") for h in histories.values()):  # as if interrupted: checkpoints only
         return {"stopped_at": plan.stop_after, **{n: {"losses": h["losses"]} for n, h in histories.items()}}
     if "flax" in histories:
-        if config.hf_model_type == "vit":  # HF has Flax models for ViT only
+        if families.hf_model_of(config).has_flax:  # HF has Flax models for ViT only
             vit_flax.save_pretrained(histories["flax"]["model"], histories["flax"]["params"],
                                      os.path.join(out_dir, "flax"), overwrite=force)
         else:

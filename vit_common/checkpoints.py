@@ -14,33 +14,22 @@ values are reported (a warning and a note on the Checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-from vit_common import convert
-from vit_common.config import (
-    HF_CLASSIFIERS,
-    HF_FAMILIES,
-    MODEL_PRESETS,
-    SWITCHES,
-    TWO_TOWERS,
-    ViTConfig,
-)
-from vit_common.convert import (
-    BIG_VISION,
-    FLAX,
-    NPZ,
-    TIMM,
-    Naming,
-    check_state_dict,
-    from_naming,
-    has_classifier,
-    to_naming,
-)
+import vit_common.families as families
+import vit_common.infer as infer
+import vit_common.layouts as layouts
+from vit_common.canonical import check_state_dict, expected_entries, has_classifier, report_mismatch
+from vit_common.config import MODEL_PRESETS, ViTConfig
+from vit_common.convert import FLAX, check_flax_tree, flatten_params, flax_to_torch, torch_to_flax, unwrap_params
+from vit_common.families.google import BIG_VISION, NPZ, UnsupportedCheckpoint, big_vision_refusal, open_npz
+from vit_common.families.timm import TIMM
 from vit_common.fileio import (
     atomic_directory,
     atomic_write_text,
@@ -52,6 +41,8 @@ from vit_common.formats.msgpack_codec import read_msgpack, write_msgpack
 from vit_common.formats.npz_codec import read_npz, write_npz
 from vit_common.formats.safetensors_codec import read_safetensors, write_safetensors
 from vit_common.formats.torch_codec import read_torch, write_torch
+from vit_common.naming import Naming, detect_naming, from_naming, to_naming
+from vit_common.preprocessing import PIPELINES, Preprocessing
 
 Format = Literal["hf", "hf-flax", "safetensors", "torch", "msgpack", "npz"]
 Progress = Callable[[int], Any]  # called with the number of bytes just written
@@ -61,36 +52,11 @@ HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_mode
               "flax_model.msgpack")
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
 POOLER_PREFIXES = ("", "vit.", "deit.")
-# the HF backbone class of each family (its classifiers: vit_common.config.HF_CLASSIFIERS)
-HF_BACKBONES: dict[str, str] = {
-    "vit": "ViTModel", "deit": "DeiTModel", "dinov2": "Dinov2Model",
-    "dinov2_with_registers": "Dinov2WithRegistersModel", "clip_vision_model": "CLIPVisionModel",
-    "siglip_vision_model": "SiglipVisionModel"}
-STATE_NAMINGS = ("timm", "transformers-5", "hf-deit", "hf-dinov2-registers", "hf-dinov2", "hf-clip",
-                 "hf-siglip", "hf")
-NPZ_PREFIXES = ("", "opt/target/", "params/", "params/img/")
-# Each source's real model, for what weights cannot say.
-SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hf": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
-    "transformers-5": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
-    "flax": {"hidden_act": "gelu", "layer_norm_eps": 1e-12},
-    # timm resamples position tables with antialiasing (dynamic_img_size, resample_abs_pos_embed)
-    "timm": {"hidden_act": "gelu", "layer_norm_eps": 1e-6, "position_embedding_resampling": "bicubic_antialias"},
-    "npz": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6},  # flax's tanh GELU, flax's eps
-    "big_vision": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-6},
-}
-# HF family files without their config.json: the family's own switches and defaults
-_NAMING_FAMILIES = {"hf-deit": "deit", "hf-dinov2": "dinov2", "hf-dinov2-registers": "dinov2_with_registers",
-                    "hf-clip": "clip_vision_model", "hf-siglip": "siglip_vision_model"}
-for _naming, _family in _NAMING_FAMILIES.items():
-    _defaults = HF_FAMILIES[_family].hf_defaults
-    SOURCE_DEFAULTS[_naming] = {"hidden_act": _defaults.get("hidden_act", "gelu"),
-                                "layer_norm_eps": _defaults.get("layer_norm_eps", 1e-12),
-                                **HF_FAMILIES[_family].switches}
-
-
-class UnsupportedCheckpoint(ValueError):
-    """A checkpoint that holds a model this ViT cannot represent (and says why)."""
+VISION_TOWER = "vision_model."  # the vision tower of a two-tower file (CLIPModel, SiglipModel)
+# the Flax twin's own files say nothing either: HF ViT's defaults
+FLAX_DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12}
+__all__ = ["Checkpoint", "UnsupportedCheckpoint", "load_checkpoint", "detect_format", "save_hf",
+           "save_state_dict", "save_msgpack", "save_npz", "timm_state", "npz_arrays", "read_msgpack"]
 
 
 @dataclasses.dataclass
@@ -150,51 +116,59 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     notes: list[str] = []
     known: dict[str, Any] = {}
     origin: dict[str, str] = {}  # canonical key -> the file's name for it
+    # an HF directory's config.json is read once, here, before the weights are placed
+    config_json = os.path.join(path, "config.json")
+    dir_config = (ViTConfig.from_hf(config_json) if fmt in ("hf", "hf-flax") and config is None
+                  and os.path.lexists(config_json) else None)
+    given = config if isinstance(config, ViTConfig) else dir_config
     if fmt == "npz":
-        state, unplaced, problems, naming, described, known = _read_npz(weights, drop_pre_logits, notes)
+        npz = open_npz(read_npz(weights), weights, drop_pre_logits, notes)
+        naming, described, known = npz.naming, npz.described, npz.switches
+        switches = {k: v for k, v in known.items() if k in ViTConfig.SWITCH_NAMES}
+        state, more, problems = from_naming(naming, npz.view, config=ViTConfig(**switches))
+        unplaced = sorted(npz.unplaced + [npz.prefix + k for k in more])
     elif fmt in ("hf-flax", "msgpack"):
-        tree = dict(convert.unwrap_params(read_msgpack(weights)))
+        tree = dict(unwrap_params(read_msgpack(weights)))
         dropped = [p for p in ("pooler", "vit/pooler") if _pop_path(tree, p)]
         flat = {"/".join(p): v for p, v in _flatten(tree, weights).items()}
-        state, unplaced, problems = from_naming(FLAX, flat, origin)
+        state, unplaced, problems = from_naming(FLAX, flat, origin, config=given)
         naming = FLAX
         _note_pooler(weights, [f"{p}/dense" for p in dropped], notes)
         described = "HF directory (Flax)" if fmt == "hf-flax" else "flax (.msgpack)"
     else:
         raw = _read_state_file(path, weights)
         raw = _vision_tower(raw, weights, notes)
-        naming = convert.detect_naming(raw, STATE_NAMINGS)
-        if naming is None:
+        found = detect_naming(raw, families.state_namings())
+        if found is None:
             sample = ", ".join(sorted(raw)[:4])
             raise ValueError(f"{weights}: unrecognised weight names; expected HF ViT names "
                              f"(embeddings.patch_embeddings.projection.weight, ...), timm names "
-                             f"(patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...) or "
-                             f"transformers-5 names (layers.0.attention.q_proj.weight, ...), got "
-                             f"{len(raw)} keys such as {sample}")
+                             f"(patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...), "
+                             f"transformers-5 names (layers.0.attention.q_proj.weight, ...) or an HF "
+                             f"family's ({', '.join(families.HF_MODELS)}), got {len(raw)} keys such as {sample}")
+        naming = found
         pooler = [k for k in raw if k in tuple(p + k2 for p in POOLER_PREFIXES for k2 in POOLER_KEYS)]
         raw = {k: v for k, v in raw.items() if k not in pooler}
         _note_pooler(weights, pooler, notes)
-        known_config = _given_config(path, fmt, config)
-        state, unplaced, problems = from_naming(naming, raw, origin, config=known_config)
+        state, unplaced, problems = from_naming(naming, raw, origin, config=given)
         described = ("HF directory (torch)" if fmt == "hf"
                      else f"{naming.name} ({os.path.splitext(weights)[1]})")
     if problems:  # misshapen tensors: reported before anything reads a size from them
-        convert.report_mismatch(weights, [], unplaced, problems)
+        report_mismatch(weights, [], unplaced, problems)
     _check_dtypes(state, weights)
     # big-endian arrays (an npz may hold them) in native order: torch refuses the others
     state = {k: v if v.dtype.isnative else v.astype(v.dtype.newbyteorder("=")) for k, v in state.items()}
     with_head = has_classifier(state)
-    hf_config, what = None, weights
-    if fmt in ("hf", "hf-flax") and config is None and os.path.lexists(os.path.join(path, "config.json")):
-        hf_config = ViTConfig.from_hf(os.path.join(path, "config.json"))
-        what = f"{weights} (with the model of {os.path.join(path, 'config.json')})"
+    what = weights
+    if dir_config is not None:
+        what = f"{weights} (with the model of {config_json})"
     elif config is not None and not isinstance(config, (ViTConfig, str)):
         what = f"{weights} (with the model of {os.fspath(config)})"
-    if hf_config is None and not isinstance(config, ViTConfig):  # what the tensors say, then the source's
-        known = {**{k: v for k, v in SOURCE_DEFAULTS.get(naming.name, {}).items() if k in SWITCHES},
-                 **convert.switches_from_state(state, with_head, origin), **known}
-    resolved = hf_config or _resolve_config(config, state, with_head, naming.name, known, weights)
-    expected = {e.torch_key for e in convert.expected_entries(resolved, with_head)}
+    if given is None:  # what the tensors say, then the source's
+        source = {k: v for k, v in _source_defaults(naming.name).items() if k in ViTConfig.SWITCH_NAMES}
+        known = {**source, **infer.switches_from_state(state, with_head, naming.name, origin), **known}
+    resolved = given or _resolve_config(config, state, with_head, naming.name, known, weights)
+    expected = {e.torch_key for e in expected_entries(resolved, with_head)}
     if any(k not in expected for k in state):  # placed, but not in this model: say their names
         unplaced = sorted(unplaced + [origin.get(k, k) for k in state if k not in expected])
         state = {k: v for k, v in state.items() if k in expected}
@@ -211,20 +185,16 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     return Checkpoint(state, resolved, described, notes)
 
 
-def _given_config(path: str, fmt: str, config: ConfigSource) -> ViTConfig | None:
-    """The config known before the weights are placed: a ViTConfig given, or an HF directory's."""
-    if isinstance(config, ViTConfig):
-        return config
-    if fmt == "hf" and config is None and os.path.lexists(os.path.join(path, "config.json")):
-        return ViTConfig.from_hf(os.path.join(path, "config.json"))
-    return None
+def _source_defaults(naming: str) -> dict[str, Any]:
+    """What weights of this naming cannot say, from their family (the Flax twin's: HF ViT's)."""
+    return dict(FLAX_DEFAULTS) if naming == FLAX.name else families.naming_defaults(naming)
 
 
 def _vision_tower(raw: Mapping[str, Any], source: str, notes: list[str]) -> Mapping[str, Any]:
     """CLIP / SigLIP checkpoints with a "vision_model." prefix (transformers 4.x, two-tower models):
     the vision tower's tensors without it; what is left aside (the text tower, projections,
     logit scale) is said in a note."""
-    prefix = "vision_model."
+    prefix = VISION_TOWER
     if not any(k.startswith(prefix) for k in raw):
         return raw
     head = {k: v for k, v in raw.items() if k.startswith("classifier.")}  # CLIP / SigLIP classifiers
@@ -259,7 +229,7 @@ def _pop_path(tree: dict[str, Any], path: str) -> bool:
 
 def _flatten(tree: Mapping[str, Any], source: str) -> dict[tuple[str, ...], Any]:
     try:
-        return convert.flatten_params(tree)
+        return flatten_params(tree)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
 
@@ -335,105 +305,6 @@ def _non_finite(state: Mapping[str, np.ndarray], chunk: int = 2**22) -> list[str
 
 
 # ---------------------------------------------------------------------------------------------
-# Google npz
-
-class _Prefixed(Mapping):
-    """The arrays under `prefix`, names without it; scanned blocks ("encoderblock", a leading
-    layer axis) shown as per-layer "encoderblock_{i}" views."""
-
-    def __init__(self, arrays: Any, prefix: str, source: str) -> None:
-        self.arrays, self.prefix = arrays, prefix
-        self.names: dict[str, tuple[str, int | None]] = {}
-        scanned = prefix + "Transformer/encoderblock/"
-        layers = None
-        for name in arrays:
-            if not name.startswith(prefix):
-                continue
-            if name.startswith(scanned):
-                shape = _shape(arrays, name)
-                if len(shape) < 1 or (layers is not None and shape[0] != layers):
-                    raise ValueError(f"{source}: scanned block array {name!r} has shape {shape}; "
-                                     f"expected a leading layer axis of {layers or 'the same'} length")
-                layers = shape[0]
-                if layers > convert.MAX_LAYERS:
-                    raise ValueError(f"{source}: {layers} scanned layers, over the limit of "
-                                     f"{convert.MAX_LAYERS}")
-                rest = name[len(scanned):]
-                for i in range(layers):
-                    self.names[f"Transformer/encoderblock_{i}/{rest}"] = (name, i)
-            else:
-                self.names[name[len(prefix):]] = (name, None)
-        self.scanned = layers is not None
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        name, i = self.names[key]
-        arr = self.arrays[name]
-        return arr if i is None else arr[i]
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        name, i = self.names[key]
-        s = _shape(self.arrays, name)
-        return s if i is None else s[1:]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.names
-
-
-def _shape(arrays: Any, name: str) -> tuple[int, ...]:
-    shapes = getattr(arrays, "shapes", None)
-    return tuple(shapes[name]) if shapes is not None else tuple(np.shape(arrays[name]))
-
-
-def _read_npz(weights: str, drop_pre_logits: bool, notes: list[str]
-              ) -> tuple[dict[str, np.ndarray], list[str], list[str], Naming, str, dict[str, Any]]:
-    archive = read_npz(weights)
-    prefix = next((p for p in NPZ_PREFIXES if f"{p}embedding/kernel" in archive), None)
-    if prefix is None:
-        raise ValueError(f"{weights}: not a ViT npz checkpoint (no 'embedding/kernel' under any of "
-                         f"the prefixes {NPZ_PREFIXES})")
-    arrays = _Prefixed(archive, prefix, weights)
-    unplaced = [k for k in archive if not k.startswith(prefix)]
-    naming = next((n for n in (NPZ, BIG_VISION) if n.markers[1] in arrays), None)
-    if naming is None:
-        raise ValueError(f"{weights}: no attention block in Transformer/encoderblock_0 (expected "
-                         f"MultiHeadDotProductAttention_1 or _0 with a query kernel)")
-    q_shape = arrays.shape(naming.markers[1])  # (hidden, heads, head_dim)
-    if len(q_shape) != 3 or q_shape[1] < 1:
-        raise ValueError(f"{weights}: {naming.markers[1]} should be (hidden, heads, head_dim), got "
-                         f"shape {q_shape}")
-    view: Mapping[str, Any] = arrays
-    if "pre_logits/kernel" in arrays:
-        if not drop_pre_logits:
-            raise UnsupportedCheckpoint(
-                f"{weights}: has a pre_logits representation layer (dense + tanh between [CLS] and "
-                f"the head, as in the ImageNet-21k checkpoints), which this ViT does not have. Load "
-                f"the backbone without it and without the head: drop_pre_logits=True (vit-convert "
-                f"--drop-pre-logits)")
-        view = {k: arrays[k] for k in arrays if not k.startswith(("pre_logits/", "head/"))}
-        notes.append("dropped the pre_logits layer and the head above it (drop_pre_logits)")
-    # big_vision's switches, read from which arrays exist: pool_type 'tok' has a cls token, 'map'
-    # a MAPHead, 'gap' neither; posemb 'learn' stores pos_embedding, 'sincos2d' stores nothing
-    switches: dict[str, Any] = {
-        "class_token": "cls" in arrays,
-        "pooling": "map" if "MAPHead_0/probe" in arrays else ("cls" if "cls" in arrays else "gap"),
-        "position_embedding_type": "learned" if "pos_embedding" in arrays or naming is NPZ else "sincos2d"}
-    if naming is NPZ and not switches["class_token"]:
-        raise UnsupportedCheckpoint(f"{weights}: a vision_transformer npz without its 'cls' token")
-    if switches["position_embedding_type"] == "sincos2d":
-        notes.append(f"{weights}: no pos_embedding: read as big_vision's fixed sincos2d table")
-    state, more, problems = from_naming(naming, view, config=ViTConfig(**switches))
-    described = f"npz ({'vit' if naming is NPZ else 'big_vision'}{', scanned' if arrays.scanned else ''})"
-    return state, sorted(unplaced + [prefix + k for k in more]), problems, naming, described, \
-        {"num_attention_heads": int(q_shape[1]), **switches}
-
-
-# ---------------------------------------------------------------------------------------------
 # config resolution
 
 def _resolve_config(config: ConfigSource, state: Mapping[str, np.ndarray], with_head: bool,
@@ -455,15 +326,15 @@ def _resolve_config(config: ConfigSource, state: Mapping[str, np.ndarray], with_
             given["extra"] = parsed.extra
     unknown = []  # what the weights cannot say, reported together
     try:  # a non-square grid cannot be read from a token count; a stated image_size settles it
-        shapes = convert.infer_config(state, with_head, square="image_size" not in given, switches=known)
-    except convert.NonSquareGrid as e:
+        shapes = infer.infer_config(state, with_head, square="image_size" not in given, switches=known)
+    except infer.NonSquareGrid as e:
         unknown.append(f"image_size ({e.reason})")
-        shapes = convert.infer_config(state, with_head, square=False, switches=known)
+        shapes = infer.infer_config(state, with_head, square=False, switches=known)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     fields = {f.name: getattr(shapes, f.name) for f in dataclasses.fields(ViTConfig)
               if f.name not in ("extra", "num_attention_heads")}
-    fields.update(SOURCE_DEFAULTS[naming])
+    fields.update(_source_defaults(naming))
     fields.update(known)
     fields.update(given)
     if preset is not None:  # a preset's head count, after checking it fits the weights
@@ -504,13 +375,12 @@ def _matching_preset(fields: Mapping[str, Any]) -> str | None:
 def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
     """How the checkpoint's pixels should be prepared: an HF directory's preprocessor_config.json,
     else Google's convention for npz (mean = std = 0.5); None when the source does not say."""
-    from vit_common.preprocessing import NORMALISATIONS, Preprocessing
-
     pre = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else ""
+    family = families.family_of_naming(naming)
     if pre and os.path.lexists(pre):
         settings = Preprocessing.from_hf_file(pre)
-    elif naming in ("npz", "big_vision"):
-        settings = NORMALISATIONS["inception"]
+    elif family is not None and family.file_preset is not None:
+        settings = PIPELINES[family.file_preset]
     else:
         return None
     return dataclasses.asdict(settings)
@@ -524,38 +394,42 @@ def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
     """The config.json of the family's HF class: its backbone, or the classifier whose head reads
     what this one reads (CLIP's and SigLIP's classifiers take their two-tower config)."""
     data = config.to_hf()
-    model_type = data["model_type"]
+    model = families.hf_model(data["model_type"])
     if not with_head:
-        data["architectures"] = [HF_BACKBONES[model_type]]
+        data["architectures"] = [model.backbone]
         return data
-    data["architectures"] = [hf_classifier(config, model_type)]
-    tower = next((t for t, v in TWO_TOWERS.items() if v == model_type), None)
-    if tower is None:
+    data["architectures"] = [hf_classifier(config, model.model_type)]
+    if model.two_tower is None:
         return data
     top = {k: data.pop(k) for k in ("architectures", "id2label", "label2id", "preprocessing") if k in data}
-    return {"model_type": tower, "vision_config": data, **top}
+    return {"model_type": model.two_tower, "vision_config": data, **top}
 
 
 def hf_classifier(config: ViTConfig, model_type: str) -> str:
     """The HF class of a classifier of this family whose head reads config.classifier_input."""
-    cls = HF_CLASSIFIERS.get((model_type, config.classifier_input))
+    model = families.hf_model(model_type)
+    cls = model.classifiers.get(config.classifier_input)
     if cls is None:
-        have = [f"{head} ({name})" for (family, head), name in HF_CLASSIFIERS.items() if family == model_type]
+        have = [f"{head} ({name})" for head, name in model.classifiers.items()]
         raise ValueError(f"HF {model_type!r} has no classifier reading classifier_input="
                          f"{config.classifier_input!r} (its heads: {', '.join(have) or 'none'}); write "
                          f"the backbone, or timm / Flax weights")
     return cls
 
 
+def hf_target(state: Mapping[str, np.ndarray], config: ViTConfig) -> tuple[dict[str, np.ndarray], ViTConfig]:
+    """A canonical state rewritten for its HF family's layout, and that family's config."""
+    target = layouts.hf_form(config)
+    if has_classifier(state):
+        hf_classifier(config, target.extra["model_type"])
+    return layouts.relayout(state, config, target), target
+
+
 def hf_layout(state: Mapping[str, np.ndarray], config: ViTConfig
               ) -> tuple[dict[str, np.ndarray], ViTConfig, Naming]:
     """A canonical state as its HF family holds it: (their tensors, the family's config, naming)."""
-    target = convert.hf_form(config)
-    model_type = target.extra["model_type"]
-    if has_classifier(state):
-        hf_classifier(config, model_type)
-    state = convert.relayout(state, config, target)
-    naming = convert.HF_FAMILY_NAMINGS[model_type]
+    state, target = hf_target(state, config)
+    naming = families.hf_model(target.extra["model_type"]).naming
     return {k: make() for k, make in to_naming(naming, state, target)}, target, naming
 
 
@@ -585,28 +459,22 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
     ... and model.safetensors.index.json (the weight map), which every reader here takes back."""
     if not isinstance(max_shard_size, int) or isinstance(max_shard_size, bool) or max_shard_size < 1:
         raise ValueError(f"max_shard_size must be a positive number of bytes, got {max_shard_size!r}")
-    import json
-
-    from vit_common.preprocessing import Preprocessing
-
     if framework not in ("torch", "flax"):
         raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
     check_state_dict(state, config, has_classifier(state), "save_hf")
     with_head = has_classifier(state)
-    theirs, config, _ = hf_layout(state, config)
-    if framework == "flax" and config.extra["model_type"] != "vit":
-        raise ValueError(f"HF has Flax models for ViT only, not {config.extra['model_type']!r}; write "
-                         f"the torch directory or our Flax .msgpack")
+    state, config = hf_target(state, config)
+    model = families.hf_model(config.extra["model_type"])
+    if framework == "flax" and not model.has_flax:
+        flax_types = [m.backbone.removesuffix("Model") for m in families.HF_MODELS.values() if m.has_flax]
+        raise ValueError(f"HF has Flax models for {', '.join(flax_types)} only, not {model.model_type!r}; "
+                         f"write the torch directory or our Flax .msgpack")
+    # the one conversion this save makes: to the family's HF names (torch) or to the Flax tree
+    theirs = ({k: make() for k, make in to_naming(model.naming, state, config)} if framework == "torch"
+              else torch_to_flax(state, config))
 
     def fill(tmp: str) -> None:
-        data = hf_config_dict(config, with_head)
-        carried = data.pop("preprocessing", None)  # goes to its own file, as in HF
-        atomic_write_text(os.path.join(tmp, "config.json"),
-                          json.dumps(data, indent=2, sort_keys=True) + "\n")
-        if carried is not None:
-            pre = Preprocessing(**carried).to_hf(config)
-            atomic_write_text(os.path.join(tmp, "preprocessor_config.json"),
-                              json.dumps(pre, indent=2, sort_keys=True) + "\n")
+        _write_hf_config(tmp, config, with_head)
         if framework == "torch":
             shards = _shards({k: np.asarray(v) for k, v in theirs.items()}, max_shard_size)
             if len(shards) == 1:
@@ -623,10 +491,44 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
             atomic_write_text(os.path.join(tmp, "model.safetensors.index.json"),
                               json.dumps(index, indent=2, sort_keys=True) + "\n")
         else:
-            write_msgpack(os.path.join(tmp, "flax_model.msgpack"),
-                          convert.torch_to_flax(state, config), progress=progress)
+            write_msgpack(os.path.join(tmp, "flax_model.msgpack"), theirs, progress=progress)
 
     atomic_directory(directory, fill, overwrite=overwrite)
+
+
+def save_hf_flax(params: Mapping[str, Any], config: ViTConfig, directory: str | os.PathLike, *,
+                 with_head: bool, overwrite: bool = False, progress: Progress | None = None) -> None:
+    """An HF Flax directory from a per-layer Flax params tree. When the config already has its HF
+    family's layout the tree is written as it is, after its names and shapes are checked (no
+    conversion); otherwise it goes once through the canonical state to be laid out."""
+    target = layouts.hf_form(config)
+    if not families.hf_model(target.extra["model_type"]).has_flax \
+            or any(getattr(target, f.name) != getattr(config, f.name)
+                   for f in dataclasses.fields(ViTConfig) if f.compare):
+        save_hf(flax_to_torch(params, config, with_head=with_head), config, directory, framework="flax",
+                overwrite=overwrite, progress=progress)
+        return
+    check_flax_tree(params, config, with_head, "save_hf_flax")
+    if with_head:
+        hf_classifier(config, target.extra["model_type"])
+    tree = dict(unwrap_params(params))
+
+    def fill(tmp: str) -> None:
+        _write_hf_config(tmp, target, with_head)
+        write_msgpack(os.path.join(tmp, "flax_model.msgpack"), tree, progress=progress)
+
+    atomic_directory(directory, fill, overwrite=overwrite)
+
+
+def _write_hf_config(tmp: str, config: ViTConfig, with_head: bool) -> None:
+    """config.json, and preprocessor_config.json when the config carries its preprocessing."""
+    data = hf_config_dict(config, with_head)
+    carried = data.pop("preprocessing", None)  # goes to its own file, as in HF
+    atomic_write_text(os.path.join(tmp, "config.json"), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if carried is not None:
+        pre = Preprocessing(**carried).to_hf(config)
+        atomic_write_text(os.path.join(tmp, "preprocessor_config.json"),
+                          json.dumps(pre, indent=2, sort_keys=True) + "\n")
 
 
 def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
@@ -655,7 +557,7 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
 def save_msgpack(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
                  overwrite: bool = False, progress: Progress | None = None) -> None:
     """A bare Flax params tree (.msgpack), as flax.serialization.to_bytes writes it."""
-    write_msgpack(path, convert.torch_to_flax(state, config), overwrite=overwrite, progress=progress)
+    write_msgpack(path, torch_to_flax(state, config), overwrite=overwrite, progress=progress)
 
 
 def save_npz(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
@@ -674,32 +576,13 @@ def _plain_head(state: Mapping[str, np.ndarray], config: ViTConfig, target: str)
 
 def _npz_items(state: Mapping[str, np.ndarray], config: ViTConfig) -> list[tuple[str, Callable[[], np.ndarray]]]:
     _plain_head(state, config, "npz")
-    target = npz_form(config)
+    target = layouts.npz_form(config)
     if target is config:  # classic ViT: vision_transformer's own layout
         return to_naming(NPZ, state, config)
-    wrong = [f"{k}={getattr(config, k)!r}" for k in ("distillation_token", "num_register_tokens",
-                                                     "pre_norm", "layer_scale", "qk_norm", "mask_token")
-             if getattr(config, k) != ViTConfig.__dataclass_fields__[k].default]
-    if wrong or config.mlp_type != "mlp" or config.final_norm != "tokens" or not config.patch_bias:
-        raise ValueError(f"big_vision's ViT cannot express {', '.join(wrong) or 'this model'} "
-                         f"(final_norm={config.final_norm!r}, mlp_type={config.mlp_type!r}, "
-                         f"patch_bias={config.patch_bias})")
-    return to_naming(BIG_VISION, convert.relayout(state, config, target), target)
-
-
-def npz_form(config: ViTConfig) -> ViTConfig:
-    """The config as save_npz writes it: classic ViT as it is (vision_transformer's layout), the
-    rest in big_vision's (no position slot for [CLS])."""
-    if _hf_family(config) == "vit":
-        return config
-    return config.replace(position_embedding_covers_prefix=False)
-
-
-def _hf_family(config: ViTConfig) -> str | None:
-    try:
-        return convert.hf_form(config).extra["model_type"]
-    except ValueError:
-        return None
+    refusal = big_vision_refusal(config)
+    if refusal is not None:
+        raise ValueError(refusal)
+    return to_naming(BIG_VISION, layouts.relayout(state, config, target), target)
 
 
 def npz_arrays(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
@@ -710,7 +593,7 @@ def npz_arrays(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, 
 def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> dict[str, np.ndarray]:
     """Canonical -> timm names and layout (registers without position slots, no mask token), in
     memory."""
-    cfg = config or convert.infer_config(state, square=False)
+    cfg = config or infer.infer_config(state, square=False)
     _plain_head(state, cfg, "timm")
-    target = convert.timm_form(cfg)
-    return {k: make() for k, make in to_naming(TIMM, convert.relayout(state, cfg, target), target)}
+    target = layouts.timm_form(cfg)
+    return {k: make() for k, make in to_naming(TIMM, layouts.relayout(state, cfg, target), target)}

@@ -13,7 +13,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
+
+import vit_common.families as families
 
 HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu"]
 # The family switches (DINOv2, CLIP, SigLIP, DeiT, timm's and big_vision's variants); defaults are
@@ -83,6 +85,17 @@ class ViTConfig:
     # HF metadata carried through unchanged (id2label, architectures, model_type, ...). Not part of
     # the architecture, so it takes no part in equality or hashing.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    # the family switches (the list is stated here only): fields a family fixes, beside the sizes
+    SWITCH_NAMES: ClassVar[tuple[str, ...]] = (
+        "class_token", "distillation_token", "num_register_tokens", "position_embedding_type",
+        "position_embedding_covers_prefix", "position_embedding_resampling", "pre_norm", "patch_bias",
+        "pooling", "final_norm", "layer_scale", "mlp_type", "qk_norm", "mask_token")
+
+    @classmethod
+    def switch_defaults(cls) -> dict[str, Any]:
+        """Every switch at classic ViT's value."""
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {name: fields[name] for name in cls.SWITCH_NAMES}
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -248,12 +261,7 @@ class ViTConfig:
         express (rope, Eva, max pooling, ...) is a ValueError naming it."""
         if not isinstance(model_name, str):
             raise ValueError(f"a timm model name is a str, got {type(model_name).__name__}")
-        args = _timm_model_args(model_name.split(".")[0])
-        args.update(kwargs)
-        try:
-            return cls(**_timm_fields(args), extra={"timm_model": model_name.split(".")[0]})
-        except TypeError as e:
-            raise ValueError(f"timm model {model_name!r}: {e}") from None
+        return cls(**families.timm.config_fields(model_name, kwargs))
 
     # --- HF config.json ------------------------------------------------------------------------
     @classmethod
@@ -280,37 +288,31 @@ class ViTConfig:
         model_type = data.get("model_type", "vit")
         if not isinstance(model_type, str):
             raise ValueError(f"model_type must be a string, got {type(model_type).__name__}")
-        if model_type in TWO_TOWERS:  # CLIPModel / SiglipModel: the vision tower's config
+        if model_type in families.TWO_TOWERS:  # CLIPModel / SiglipModel: the vision tower's config
             vision = data.get("vision_config")
             if not isinstance(vision, dict):
                 raise ValueError(f"a {model_type!r} config needs a 'vision_config' object")
             top = {k: data[k] for k in ("architectures", "id2label", "label2id", "num_labels") if k in data}
-            vision = {**vision, **top, "model_type": TWO_TOWERS[model_type]}  # a classifier's labels
+            vision = {**vision, **top, "model_type": families.TWO_TOWERS[model_type]}  # a classifier's labels
             config = cls._from_hf_dict(vision)
             return config.replace(extra={**config.extra, "vision_tower_of": model_type})
-        if model_type not in HF_FAMILIES:
-            raise ValueError(f"expected an HF config with model_type one of "
-                             f"{', '.join(HF_FAMILIES)} (or {', '.join(TWO_TOWERS)}), got {model_type!r}")
-        family = HF_FAMILIES[model_type]
-        data = {**family.hf_defaults, **data}
+        family = families.hf_model(model_type)
+        data = {**family.defaults, **data}
         arch = ({f.name for f in dataclasses.fields(cls)} - {"num_labels", "extra", "classifier_input"}
-                - set(SWITCHES))
+                - set(cls.SWITCH_NAMES))
         fields = {k: data[k] for k in arch if k in data}
         fields.update(family.switches)
         extra = {k: v for k, v in data.items() if k not in arch and k != "num_labels"
-                 and k not in family.hf_defaults}
+                 and k not in family.defaults}
         extra["model_type"] = model_type
-        if "attention_dropout" in data:  # CLIP's and SigLIP's name
-            fields["attention_probs_dropout_prob"] = data["attention_dropout"]
-            extra.pop("attention_dropout", None)
+        for theirs, ours in family.renamed.items():  # CLIP's and SigLIP's attention_dropout
+            if theirs in data:
+                fields[ours] = data[theirs]
+                extra.pop(theirs, None)
         architectures = data.get("architectures")
-        if isinstance(architectures, list) and architectures and architectures[0] in HF_CLASSIFIER_INPUTS:
-            fields["classifier_input"] = HF_CLASSIFIER_INPUTS[architectures[0]]
-        if model_type.startswith("dinov2"):
-            fields.update(_dinov2_fields(data))
-        elif model_type == "siglip_vision_model" and data.get("vision_use_head", True) is not True:
-            raise ValueError("a SigLIP vision tower without its attention-pooling head "
-                             "(vision_use_head false) has no pooled output; not supported")
+        if isinstance(architectures, list) and architectures and architectures[0] in families.CLASSIFIER_INPUTS:
+            fields["classifier_input"] = families.CLASSIFIER_INPUTS[architectures[0]]
+        fields.update(family.read(data))
         # HF derives num_labels from id2label; a bare "num_labels" key is also honoured.
         if "id2label" in data:
             extra["id2label"] = _int_keyed(data["id2label"], "id2label")
@@ -330,40 +332,28 @@ class ViTConfig:
     def hf_model_type(self) -> str:
         """The HF family this config is written as: the one it was read from, else the one whose
         switches it has."""
-        stated = self.extra.get("model_type")
-        if stated in HF_FAMILIES:
-            return stated
-        for name, family in HF_FAMILIES.items():
-            if not family.mismatches(self):
-                return name
-        return "vit"
+        return families.hf_model_of(self).model_type
 
     def to_hf(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> dict[str, Any]:
         """This config as its HF family's config.json dict (vit, deit, dinov2, ...); also written
         to `path` when given (an existing file is replaced only with overwrite=True). A config no HF
         family expresses (gap pooling, qk-norm, ...) is a ValueError naming the switches."""
-        model_type = self.hf_model_type
-        family = HF_FAMILIES[model_type]
+        family = families.hf_model_of(self)
+        model_type = family.model_type
         wrong = family.mismatches(self)
         if wrong:
             raise ValueError(f"HF {model_type!r} models cannot express {', '.join(wrong)}; "
                              f"write timm or Flax weights instead")
-        data: dict[str, Any] = {"model_type": model_type}
-        data.update({k: v for k, v in self.extra.items() if k != "vision_tower_of"})
+        data: dict[str, Any] = {k: v for k, v in self.extra.items() if k != "vision_tower_of"}
         data["model_type"] = model_type
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "num_labels", "classifier_input") and f.name not in SWITCHES and (
-                    f.name != "layerscale_value" or model_type.startswith("dinov2")):
+            if f.name not in ("extra", "num_labels", "classifier_input", "layerscale_value") \
+                    and f.name not in self.SWITCH_NAMES:
                 value = getattr(self, f.name)
                 data[f.name] = list(value) if isinstance(value, tuple) else value
-        if model_type.startswith("dinov2"):
-            data.update(_dinov2_hf(self))
-        if model_type.startswith("dinov2_with"):
-            data["num_register_tokens"] = self.num_register_tokens
-        if model_type == "siglip_vision_model":
-            data["vision_use_head"] = True
-        if model_type in ("clip_vision_model", "siglip_vision_model"):
-            data["attention_dropout"] = data.pop("attention_probs_dropout_prob")
+        data.update(family.write(self))
+        for theirs, ours in family.renamed.items():
+            data[theirs] = data.pop(ours)
         id2label = self.extra.get("id2label") or {i: f"LABEL_{i}" for i in range(self.num_labels)}
         data["id2label"] = {str(k): v for k, v in id2label.items()}
         data["label2id"] = self.extra.get("label2id") or {v: int(k) for k, v in id2label.items()}
@@ -375,273 +365,7 @@ class ViTConfig:
         return data
 
 
-SWITCHES: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ViTConfig)
-                            if f.name in ("class_token", "distillation_token", "num_register_tokens",
-                                          "position_embedding_type", "position_embedding_covers_prefix",
-                                          "position_embedding_resampling", "pre_norm", "patch_bias",
-                                          "pooling", "final_norm", "layer_scale", "mlp_type", "qk_norm",
-                                          "mask_token")}
-
-
-@dataclasses.dataclass(frozen=True)
-class HFFamily:
-    """An HF model_type as switch values (the rest at classic ViT's), the class defaults for fields
-    its config.json may omit, and the switches it leaves free (read from its own config keys)."""
-
-    switches: Mapping[str, Any]
-    hf_defaults: Mapping[str, Any]
-    free: tuple[str, ...] = ()
-
-    def mismatches(self, config: ViTConfig) -> list[str]:
-        want = {**SWITCHES, **self.switches}
-        return [f"{k}={getattr(config, k)!r}" for k, v in want.items()
-                if k not in self.free and getattr(config, k) != v]
-
-
-_DINOV2_DEFAULTS = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
-                        hidden_act="gelu", layer_norm_eps=1e-6, image_size=224, patch_size=14,
-                        qkv_bias=True, layerscale_value=1.0, use_swiglu_ffn=False)
-_CLIP_SIGLIP_SIZES = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                          intermediate_size=3072, image_size=224, num_channels=3)
-HF_FAMILIES: dict[str, HFFamily] = {
-    "vit": HFFamily({}, {}),
-    "deit": HFFamily({"distillation_token": True}, {}),
-    "dinov2": HFFamily({"layer_scale": True, "mask_token": True}, _DINOV2_DEFAULTS,
-                       free=("mlp_type", "mask_token")),
-    "dinov2_with_registers": HFFamily(
-        {"layer_scale": True, "mask_token": True, "position_embedding_resampling": "bicubic_antialias"},
-        {**_DINOV2_DEFAULTS, "num_register_tokens": 4}, free=("mlp_type", "num_register_tokens", "mask_token")),
-    # attention_dropout is CLIP's and SigLIP's name for attention_probs_dropout_prob
-    "clip_vision_model": HFFamily(
-        {"pre_norm": True, "patch_bias": False, "final_norm": "pooled"},
-        {**_CLIP_SIGLIP_SIZES, "patch_size": 32, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}),
-    "siglip_vision_model": HFFamily(
-        {"class_token": False, "pooling": "map", "position_embedding_covers_prefix": False},
-        {**_CLIP_SIGLIP_SIZES, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}),
-}
-TWO_TOWERS = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
-# HF's classifier classes: (model_type, classifier_input) -> class, and what each head reads
-HF_CLASSIFIERS: dict[tuple[str, str], str] = {
-    ("vit", "pooled"): "ViTForImageClassification",
-    ("deit", "pooled"): "DeiTForImageClassificationWithTeacher",
-    ("deit", "cls"): "DeiTForImageClassification",
-    ("dinov2", "cls_patch_mean"): "Dinov2ForImageClassification",
-    ("dinov2_with_registers", "cls_patch_mean"): "Dinov2WithRegistersForImageClassification",
-    ("clip_vision_model", "patch_mean"): "CLIPForImageClassification",
-    ("siglip_vision_model", "patch_mean"): "SiglipForImageClassification",
-}
-HF_CLASSIFIER_INPUTS: dict[str, str] = {cls: head for (_, head), cls in HF_CLASSIFIERS.items()}
-
-
-def _swiglu_hidden(hidden_size: int, mlp_ratio: float) -> int:
-    # DINOv2's SwiGLU width: two thirds of the GELU MLP's, rounded up to a multiple of 8
-    return (int(int(hidden_size * mlp_ratio) * 2 / 3) + 7) // 8 * 8
-
-
-def _dinov2_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """DINOv2's MLP width comes from mlp_ratio (its config's intermediate_size is unused)."""
-    ratio, hidden, swiglu = data["mlp_ratio"], data["hidden_size"], data["use_swiglu_ffn"]
-    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio < 1e4
-            and isinstance(hidden, int) and isinstance(swiglu, bool)):
-        raise ValueError(f"dinov2 config: mlp_ratio {ratio!r}, hidden_size {hidden!r} and "
-                         f"use_swiglu_ffn {swiglu!r} must be a positive number, an int and a bool")
-    width = _swiglu_hidden(hidden, ratio) if swiglu else int(hidden * ratio)
-    out: dict[str, Any] = {"intermediate_size": width, "mlp_type": "swiglu" if swiglu else "mlp",
-                           "mask_token": data.get("use_mask_token", True) is not False}
-    if "num_register_tokens" in data:
-        out["num_register_tokens"] = data["num_register_tokens"]
-    return out
-
-
-def _dinov2_hf(config: ViTConfig) -> dict[str, Any]:
-    d, width = config.hidden_size, config.intermediate_size
-    if config.mlp_type == "swiglu":
-        ratio: float = next((r for r in (4, 4.0 * width / _swiglu_hidden(d, 4), width * 1.5 / d)
-                             if _swiglu_hidden(d, r) == width), 0)
-    else:
-        ratio = width // d if width % d == 0 else width / d
-        ratio = ratio if int(d * ratio) == width else 0
-    if not ratio:
-        raise ValueError(f"an HF dinov2 config cannot express an MLP width of {width} at hidden size {d}")
-    return {"mlp_ratio": ratio, "use_swiglu_ffn": config.mlp_type == "swiglu",
-            "use_mask_token": config.mask_token}
-
-
-# timm's sizes: (embed_dim, depth, num_heads, mlp_ratio)
-_TIMM_SIZES: dict[str, tuple[int, int, int, float]] = {
-    "tiny": (192, 12, 3, 4.0), "small": (384, 12, 6, 4.0), "medium": (512, 12, 8, 4.0),
-    "base": (768, 12, 12, 4.0), "large": (1024, 24, 16, 4.0), "huge": (1280, 32, 16, 4.0),
-    "giant": (1408, 40, 16, 48 / 11), "so400m": (1152, 27, 16, 3.7362)}
-# what each variant suffix adds to timm's VisionTransformer arguments
-_TIMM_VARIANTS: dict[str, dict[str, Any]] = {
-    "": {},
-    # timm's DINOv2 and SigLIP definitions have no classifier (num_classes 0)
-    "dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
-    "clip": {"pre_norm": True, "norm_eps": 1e-5},
-    # OpenAI's towers: timm's default tag keeps their 512-wide projection as the head
-    "clip_quickgelu": {"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu", "num_classes": 512},
-    "siglip": {"class_token": False, "global_pool": "map", "num_classes": 0},
-    "siglip_gap": {"class_token": False, "global_pool": "avg", "fc_norm": False, "num_classes": 0},
-    "gap": {"class_token": False, "global_pool": "avg", "fc_norm": False},
-    # a reg<N>_ prefix adds N registers without position slots (timm's no_embed_class)
-    "reg_gap": {"class_token": False, "global_pool": "avg"},
-    "reg_dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
-}
-# timm definitions that differ from their size and variant (facts from timm 1.0.31's
-# vision_transformer.py and its default pretrained tags; every accepted name is checked against
-# timm itself in tests/test_config.py)
-_TIMM_EXCEPTIONS: dict[str, dict[str, Any]] = {
-    "vit_base_patch16_gap_224": {"num_heads": 16},
-    # the timm SigLIP definitions that use SigLIP's own (tanh) GELU
-    **dict.fromkeys(("vit_base_patch32_siglip_256", "vit_base_patch32_siglip_gap_256", "vit_large_patch16_siglip_512",
-                     "vit_large_patch16_siglip_gap_512", "vit_so400m_patch16_siglip_256",
-                     "vit_so400m_patch16_siglip_384", "vit_so400m_patch16_siglip_512",
-                     "vit_so400m_patch16_siglip_gap_256", "vit_so400m_patch16_siglip_gap_384",
-                     "vit_so400m_patch16_siglip_gap_512"), {"act_layer": "gelu_tanh"}),
-    **{f"vit_medium_patch16_gap_{r}": {"qkv_bias": False, "init_values": 1e-6} for r in (240, 256, 384)},
-    "vit_medium_patch16_reg4_gap_256": {"init_values": 1e-5},
-    "vit_medium_patch16_reg1_gap_256": {"init_values": 1e-5},
-    # the default pretrained tag's head (0: an in21k / feature tag; CLIP: the tower's projection)
-    **dict.fromkeys(("vit_huge_patch14_224", "vit_large_patch32_224", "vit_small_patch8_224",
-                     "vit_giant_patch16_gap_224", "vit_huge_patch14_gap_224", "vit_huge_patch16_gap_448"),
-                    {"num_classes": 0}),
-    "vit_medium_patch16_gap_240": {"qkv_bias": False, "init_values": 1e-6, "num_classes": 11821},
-    **dict.fromkeys(("vit_base_patch32_clip_256", "vit_medium_patch16_clip_224", "vit_medium_patch32_clip_224"),
-                    {"num_classes": 512}),
-    **dict.fromkeys(("vit_giant_patch14_clip_224", "vit_huge_patch14_clip_378", "vit_huge_patch14_clip_quickgelu_224",
-                     "vit_huge_patch14_clip_quickgelu_378"), {"num_classes": 1024}),
-    **dict.fromkeys(("vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_clip_quickgelu_336"),
-                    {"num_classes": 768}),
-}
-_TIMM_NAME = re.compile(r"^(?P<kind>vit|deit)_(?P<size>[a-z0-9]+)_(?P<distilled>distilled_)?patch(?P<patch>\d+)"
-                        r"(?:_(?P<variant>[a-z0-9_]+?))??(?:_(?P<res>\d+))?$")
-
-
-def _timm_model_args(name: str) -> dict[str, Any]:
-    m = _TIMM_NAME.match(name)
-    if m is None or m["size"] not in _TIMM_SIZES:
-        raise ValueError(f"timm model {name!r} is not a ViT name this config can describe (expected "
-                         f"vit_<size>_patch<p>[_<variant>][_<res>] or deit_<size>[_distilled]_patch16_<res>, "
-                         f"size one of {', '.join(_TIMM_SIZES)}; Eva, rope and hybrid models are not "
-                         f"classic ViTs)")
-    variant = (m["variant"] or "").removesuffix("_clip") if m["variant"] != "clip" else "clip"
-    registers = re.match(r"reg(\d+)_", variant)
-    if registers:
-        variant = "reg_" + variant[registers.end():]
-    if variant not in _TIMM_VARIANTS or variant.startswith("reg_") and not registers:
-        raise ValueError(f"timm model {name!r}: variant {m['variant']!r} is not one of "
-                         f"{', '.join(v.replace('reg_', 'reg<N>_') for v in _TIMM_VARIANTS if v)}")
-    dim, depth, heads, ratio = _TIMM_SIZES[m["size"]]
-    args: dict[str, Any] = dict(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio,
-                                patch_size=int(m["patch"]))
-    if variant == "gap" and m["size"] == "base":
-        args["num_heads"] = 16  # timm's vit_base_patch16_gap_224 has 16 heads
-    if "dinov2" in variant and m["size"] == "giant":
-        # DINOv2-g: 1536 wide, 24 heads, SwiGLU of width 4096 packed into fc1 as 8192
-        args.update(embed_dim=1536, num_heads=24, mlp_ratio=2.66667 * 2, mlp_layer="swiglu_packed")
-    args.update(_TIMM_VARIANTS[variant])
-    if registers:
-        args.update(reg_tokens=int(registers.group(1)), no_embed_class=True)
-    args.update(_TIMM_EXCEPTIONS.get(name, {}))
-    if m["res"]:
-        args["img_size"] = int(m["res"])
-    if m["distilled"]:
-        args["distilled"] = True
-    return args
-
-
-_TIMM_IGNORED = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "drop_path_rate",
-                 "weight_init", "fix_init", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
-                 "dynamic_img_pad", "scriptable", "exportable", "no_jit", "checkpoint_path", "device", "dtype")
-
-
-def _timm_fields(args: dict[str, Any]) -> dict[str, Any]:
-    """timm VisionTransformer arguments -> our fields; anything else is refused by name."""
-    args = dict(args)
-
-    def take(name: str, default: Any) -> Any:
-        return args.pop(name, default)
-
-    dim = take("embed_dim", 768)
-    ratio = take("mlp_ratio", 4.0)
-    mlp = take("mlp_layer", "mlp")
-    mlp_name = getattr(getattr(mlp, "func", mlp), "__name__", mlp)
-    gate_last = getattr(mlp, "keywords", {}).get("gate_last", True) if hasattr(mlp, "func") else None
-    act = take("act_layer", None)
-    act_name = act if isinstance(act, str) or act is None else getattr(act, "__name__", repr(act))
-    if mlp in ("mlp", "Mlp") or mlp_name == "Mlp":
-        mlp_type, width = "mlp", int(dim * ratio)
-    elif mlp == "swiglu_packed" or (mlp_name == "GluMlp" and gate_last is False):
-        mlp_type, width = "swiglu", int(dim * ratio) // 2  # SwiGLUPacked: fc1 holds [gate; up]
-        act_name = None
-    else:
-        raise ValueError(f"timm mlp_layer {mlp!r} is not expressible (Mlp or SwiGLUPacked)")
-    acts = {None: "gelu", "gelu": "gelu", "GELU": "gelu", "quick_gelu": "quick_gelu",
-            "QuickGELU": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh", "GELUTanh": "gelu_pytorch_tanh"}
-    if act_name not in acts:
-        raise ValueError(f"timm act_layer {act!r} is not expressible (gelu, gelu_tanh, quick_gelu)")
-    norm = take("norm_layer", None)
-    eps = take("norm_eps", None)
-    if eps is None:
-        if norm is None:
-            eps = 1e-6  # timm's LayerNorm
-        elif getattr(norm, "keywords", {}).get("eps") is not None:
-            eps = norm.keywords["eps"]
-        elif getattr(norm, "__name__", "") == "LayerNorm" and getattr(norm, "__module__", "").startswith("torch"):
-            eps = 1e-5
-        elif getattr(getattr(norm, "func", norm), "__name__", "") == "LayerNorm":
-            eps = 1e-6
-        else:
-            raise ValueError(f"timm norm_layer {norm!r} is not expressible (a LayerNorm)")
-    pool = take("global_pool", "token")
-    pools = {"token": "cls", "avg": "gap", "map": "map"}
-    if pool not in pools:
-        raise ValueError(f"timm global_pool {pool!r} is not expressible ({', '.join(pools)})")
-    fc_norm = take("fc_norm", None)
-    fc_norm = pool == "avg" if fc_norm is None else fc_norm
-    pos = take("pos_embed", "learn")
-    if pos not in ("learn", "none"):
-        raise ValueError(f"timm pos_embed {pos!r} is not expressible (learn or none; rope is not a ViT switch)")
-    init_values = take("init_values", None)
-    class_token = take("class_token", True)
-    distilled = take("distilled", False)
-    reg = take("reg_tokens", 0)
-    no_embed_class = take("no_embed_class", False)
-    if reg and not no_embed_class:
-        raise ValueError("timm reg_tokens without no_embed_class (position slots for registers) is "
-                         "not expressible")
-    pre_norm = take("pre_norm", False)
-    if not take("final_norm", True):
-        raise ValueError("timm final_norm=False is not expressible")
-    for name, ok in (("proj_bias", True), ("scale_attn_norm", False), ("scale_mlp_norm", False),
-                     ("pool_include_prefix", False), ("embed_norm_layer", None)):
-        if name in args and args.pop(name) != ok:
-            raise ValueError(f"timm {name} other than {ok!r} is not expressible")
-    fields = dict(
-        hidden_size=dim, num_hidden_layers=take("depth", 12), num_attention_heads=take("num_heads", 12),
-        intermediate_size=width, hidden_act=acts[act_name], layer_norm_eps=eps,
-        image_size=take("img_size", 224), patch_size=take("patch_size", 16),
-        num_channels=take("in_chans", 3), qkv_bias=take("qkv_bias", True),
-        num_labels=take("num_classes", 1000), class_token=class_token, distillation_token=distilled,
-        num_register_tokens=reg, position_embedding_type="learned" if pos == "learn" else "none",
-        position_embedding_covers_prefix=not no_embed_class,
-        # timm resamples position tables with antialiasing (dynamic_img_size, checkpoint loading)
-        position_embedding_resampling="bicubic_antialias", pre_norm=pre_norm,
-        patch_bias=not pre_norm, pooling=pools[pool], final_norm="pooled" if fc_norm else "tokens",
-        layer_scale=init_values is not None,
-        layerscale_value=1.0 if init_values is None else init_values, mlp_type=mlp_type,
-        qk_norm=take("qk_norm", False), attention_probs_dropout_prob=take("attn_drop_rate", 0.0))
-    take("dynamic_img_size", False)
-    for name in _TIMM_IGNORED:
-        args.pop(name, None)
-    if isinstance(fields["patch_size"], (tuple, list)):
-        ph, pw = fields["patch_size"]
-        if ph != pw:
-            raise ValueError(f"timm patch_size {fields['patch_size']} is not square")
-        fields["patch_size"] = ph
-    if args:
-        raise ValueError(f"timm arguments not expressible by this ViT: {', '.join(sorted(args))}")
-    return fields
+SWITCHES: dict[str, Any] = ViTConfig.switch_defaults()
 
 
 def _int_keyed(mapping: Any, name: str) -> dict[int, Any]:

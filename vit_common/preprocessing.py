@@ -26,17 +26,14 @@ from typing import Any, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+import vit_common.families as families
 from vit_common.config import ViTConfig
 
-# torchvision / timm's ImageNet statistics, the statistics "typical for models pre-trained on ImageNet".
-IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# HF ViTImageProcessor's defaults ("IMAGENET_STANDARD"), used by Google's ViT checkpoints.
-IMAGENET_STANDARD_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-IMAGENET_STANDARD_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
-# OpenAI CLIP's statistics (HF's OPENAI_CLIP_MEAN / STD, timm's OPENAI_CLIP_MEAN / STD)
-OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+# the statistics constants (HF's image_utils and timm's names) and each family's presets live with
+# the families; the pipelines are built from them below
+IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD = families.base.IMAGENET_DEFAULT_MEAN, families.base.IMAGENET_DEFAULT_STD
+IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD = families.base.IMAGENET_STANDARD_MEAN, families.base.IMAGENET_STANDARD_STD
+OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = families.base.OPENAI_CLIP_MEAN, families.base.OPENAI_CLIP_STD
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
 # crop_pct resizes the whole image before cropping; past this many pixels (a 1 x 100000 image would
 # need 256 x 25,600,000) the crop is resampled straight from its region of the source instead:
@@ -99,7 +96,7 @@ class Preprocessing:
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         kind = str(data.get("image_processor_type") or "ViTImageProcessor")
         kind = kind.removesuffix("Fast").removesuffix("Pil")
-        known = _HF_PROCESSORS.get(kind, _HF_PROCESSORS["ViTImageProcessor"])
+        known = families.PROCESSORS.get(kind, families.PROCESSORS["ViTImageProcessor"])
         given = {**known, **{k: v for k, v in data.items() if v is not None}}
         code = given["resample"]
         resample = {2: "bilinear", 3: "bicubic"}.get(code) if isinstance(code, int) else None
@@ -135,46 +132,23 @@ class Preprocessing:
         BitImageProcessor for a shorter-side resize + crop, DeiTImageProcessor for a squash + crop).
         A timm crop (rounded centring) also keeps its crop_pct key, which wins when we read it."""
         h, w = config.image_hw
-        family = config.hf_model_type
+        family = families.hf_model_of(config)
         data: dict[str, Any] = {
             "do_resize": True, "do_rescale": True, "do_normalize": True, "rescale_factor": 1 / 255,
             "image_mean": list(self.mean), "image_std": list(self.std),
             "resample": {"bilinear": 2, "bicubic": 3}[self.resample]}
         if self.crop_pct is None:
-            data.update(image_processor_type="SiglipImageProcessor" if family == "siglip_vision_model"
-                        else "ViTImageProcessor", size={"height": h, "width": w})
+            data.update(image_processor_type=family.resize_processor, size={"height": h, "width": w})
             return data
         rh, rw = _crop_resize(h, w, self.crop_pct)
         data.update(do_center_crop=True, crop_size={"height": h, "width": w})
         if self.crop_mode == "squash":
             data.update(image_processor_type="DeiTImageProcessor", size={"height": rh, "width": rw})
         else:
-            data.update(image_processor_type="CLIPImageProcessor" if family == "clip_vision_model"
-                        else "BitImageProcessor", size={"shortest_edge": min(rh, rw)})
+            data.update(image_processor_type=family.crop_processor, size={"shortest_edge": min(rh, rw)})
         if self.crop_rounding == "round":
             data.update(crop_pct=self.crop_pct, crop_mode=self.crop_mode)
         return data
-
-
-# The defaults of HF's image processors (what a preprocessor_config.json that leaves a key out
-# gets); the mean / std constants are HF's image_utils' IMAGENET_STANDARD, IMAGENET_DEFAULT and
-# OPENAI_CLIP values
-_HF_PROCESSORS: dict[str, dict[str, Any]] = {
-    "ViTImageProcessor": {"resample": 2, "image_mean": IMAGENET_STANDARD_MEAN,
-                          "image_std": IMAGENET_STANDARD_STD, "do_center_crop": False},
-    "SiglipImageProcessor": {"resample": 3, "image_mean": IMAGENET_STANDARD_MEAN,
-                             "image_std": IMAGENET_STANDARD_STD, "do_center_crop": False},
-    "CLIPImageProcessor": {"resample": 3, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
-                           "do_center_crop": True, "size": {"shortest_edge": 224},
-                           "crop_size": {"height": 224, "width": 224}},
-    "BitImageProcessor": {"resample": 3, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
-                          "do_center_crop": True, "size": {"shortest_edge": 224},
-                          "crop_size": {"height": 224, "width": 224}},
-    "DeiTImageProcessor": {"resample": 3, "image_mean": IMAGENET_STANDARD_MEAN,
-                           "image_std": IMAGENET_STANDARD_STD, "do_center_crop": True,
-                           "size": {"height": 256, "width": 256},
-                           "crop_size": {"height": 224, "width": 224}},
-}
 
 
 def _hf_size(value: Any, what: str) -> dict[str, int]:
@@ -223,57 +197,28 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-# Preprocessing presets (model size presets are vit_common.config.MODEL_PRESETS): the two
-# normalisations, and each family's HF processor as its released checkpoints configure it
-NORMALISATIONS: dict[str, Preprocessing] = {
-    "imagenet": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-    # mean = std = 0.5: HF's ViTImageProcessor and Google's ViT checkpoints
-    "inception": Preprocessing(IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD),
-    # CLIPImageProcessor: shorter side to 224, centre crop 224
-    "clip": Preprocessing(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "bicubic", 1.0, "center", "floor"),
-    # SiglipImageProcessor: a straight bicubic resize
-    "siglip": Preprocessing(IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, "bicubic"),
-    # DINOv2's BitImageProcessor: shorter side to 256, centre crop 224
-    "dinov2": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "bicubic", 0.875, "center",
-                            "floor"),
-    # DeiT's DeiTImageProcessor: 256 x 256 (aspect not kept), centre crop 224
-    "deit": Preprocessing(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "bicubic", 0.875, "squash",
-                          "floor"),
-}
-# what a config of each HF family gets when its checkpoint carries no preprocessing of its own
-FAMILY_PRESETS: dict[str, str] = {
-    "vit": "imagenet", "deit": "deit", "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
-    "clip_vision_model": "clip", "siglip_vision_model": "siglip"}
+# Preprocessing presets (model size presets are vit_common.config.MODEL_PRESETS): whole pipelines
+# (statistics, resampling, crop), each family's HF processor as its released checkpoints configure it
+PIPELINES: dict[str, Preprocessing] = {name: Preprocessing(**fields) for name, fields in families.PRESETS.items()}
 
 
 def preprocessing_for(config: ViTConfig | None) -> Preprocessing:
     """A checkpoint's own preprocessing, carried in config.extra["preprocessing"] by from_pretrained
     (read from preprocessor_config.json, or the source's convention); else its family's preset
-    (FAMILY_PRESETS: "imagenet" for classic ViT)."""
+    ("imagenet" for classic ViT)."""
     carried = (config.extra.get("preprocessing") if config is not None else None)
     if isinstance(carried, Preprocessing):
         return carried
     if isinstance(carried, Mapping):
         return Preprocessing(**carried)
-    return NORMALISATIONS[family_preset(config) if config is not None else "imagenet"]
+    return PIPELINES[family_preset(config) if config is not None else families.DEFAULT_PRESET]
 
 
 def family_preset(config: ViTConfig) -> str:
-    """The NORMALISATIONS preset of a config's family: its HF model_type when it was read from one,
-    else the family its switches mark (DIST token: DeiT; LayerScale: DINOv2; a norm before the
-    encoder: CLIP; MAP pooling without [CLS]: SigLIP), else "imagenet" (classic ViT, the seed's)."""
-    stated = config.extra.get("model_type")
-    if stated in FAMILY_PRESETS:
-        return FAMILY_PRESETS[stated]
-    if config.distillation_token:
-        return "deit"
-    if config.layer_scale:
-        return "dinov2"
-    if config.pre_norm:
-        return "clip"
-    if config.pooling == "map" and not config.class_token:
-        return "siglip"
-    return "imagenet"
+    """The PIPELINES preset of a config's family: its HF model_type's when it was read from one,
+    else that of the family its switches mark (DIST token: DeiT; LayerScale: DINOv2; a norm before
+    the encoder: CLIP; MAP pooling without [CLS]: SigLIP), else "imagenet" (classic ViT)."""
+    return families.preset_name(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,13 +346,13 @@ def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
                      std: Sequence[float] | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image -> float32 (H, W, C), no batch dimension.
 
-    Settings: `preset` (a NORMALISATIONS name: "imagenet", "inception", "clip", "siglip",
+    Settings: `preset` (a PIPELINES name: "imagenet", "inception", "clip", "siglip",
     "dinov2", "deit") else the config's carried preprocessing else its family's preset; then
     `resample`, `crop_pct`, `mean`, `std` override single fields.
     """
-    if preset is not None and preset not in NORMALISATIONS:
-        raise ValueError(f"preset must be one of {tuple(NORMALISATIONS)}, got {preset!r}")
-    settings = NORMALISATIONS[preset] if preset is not None else preprocessing_for(config)
+    if preset is not None and preset not in PIPELINES:
+        raise ValueError(f"preset must be one of {tuple(PIPELINES)}, got {preset!r}")
+    settings = PIPELINES[preset] if preset is not None else preprocessing_for(config)
     overrides = {k: v for k, v in (("resample", resample), ("crop_pct", crop_pct),
                                    ("mean", mean), ("std", std)) if v is not None}
     if overrides:

@@ -8,15 +8,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vit_common.checkpoints import ConfigSource, load_checkpoint, save_hf
+from vit_common.checkpoints import ConfigSource, load_checkpoint, save_hf_flax
 from vit_common.config import AttentionImpl
-from vit_common.convert import (
-    flax_to_torch,
-    stack_layers,
-    torch_to_flax,
-    unstack_layers,
-)
+from vit_common.convert import stack_layers, torch_to_flax, unstack_layers
 from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 
@@ -43,5 +39,5 @@ def save_pretrained(model: VisionTransformer | ViTForImageClassification, params
                     directory: str | os.PathLike, *, overwrite: bool = False) -> None:
     """An HF Flax save_pretrained directory: config.json + flax_model.msgpack."""
     with_head = isinstance(model, ViTForImageClassification)
-    state = flax_to_torch(unstack_layers(params), model.config, with_head=with_head)
-    save_hf(state, model.config, directory, framework="flax", overwrite=overwrite)
+    tree = jax.tree_util.tree_map(np.asarray, unstack_layers(params))
+    save_hf_flax(tree, model.config, directory, with_head=with_head, overwrite=overwrite)

@@ -29,12 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vit_common.convert import (
-    flatten_params,
-    is_stacked,
-    unflatten_params,
-    unwrap_params,
-)
+from vit_common.convert import flatten_params, is_stacked, unflatten_params, unwrap_params
 
 AXES = ("data", "model")
 

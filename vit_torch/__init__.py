@@ -2,6 +2,7 @@
 
 from vit_common.config import ViTConfig
 from vit_torch.image_processing import preprocess_image
+from vit_torch.kernels import reference_kernels
 from vit_torch.model import (
     VisionTransformer,
     ViTAttention,
@@ -15,10 +16,8 @@ from vit_torch.model import (
     ViTSelfAttention,
     ViTSelfOutput,
     init_weights,
-    reference_kernels,
 )
-from vit_torch.pretrained import from_pretrained, save_pretrained
-from vit_torch.utils import load_numpy_state_dict
+from vit_torch.pretrained import from_pretrained, load_numpy_state_dict, save_pretrained
 
 __all__ = [
     "ViTAttention", "ViTConfig", "ViTEmbeddings", "ViTEncoder", "ViTForImageClassification",

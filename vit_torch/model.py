@@ -7,16 +7,16 @@ keys, so HF checkpoints load with no renaming.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+import vit_torch.kernels as kernels
 from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.resample import resampling_matrices, sincos2d_table
 
@@ -58,62 +58,6 @@ def _attention_fn(attention_impl: str) -> Callable[..., torch.Tensor]:
         raise ValueError(f"attention_impl must be 'eager' or 'sdpa', got {attention_impl!r}")
 
 
-# ---------------------------------------------------------------------------------------------
-# inference kernels: on CPU in float32 without autograd the projections run as oneDNN GEMMs with
-# the bias (and the MLP's GELU) in the GEMM's epilogue -- about 10% faster than the BLAS behind
-# F.linear on the ViT shapes (benchmarks/defaults_benchmark.py). Same maths in fp32; the state
-# dict and every module stay plain nn.Linear.
-
-_FAST_KERNELS = True
-_onednn_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
-
-
-@contextlib.contextmanager
-def reference_kernels() -> Iterator[None]:
-    """Inside this block the torch twin runs its written-out kernels only: F.linear then the
-    activation, q, k and v as three GEMMs (the reference the fast inference path is tested on)."""
-    global _FAST_KERNELS
-    previous, _FAST_KERNELS = _FAST_KERNELS, False
-    try:
-        yield
-    finally:
-        _FAST_KERNELS = previous
-
-
-def _fast_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the run-time fused kernels may stand in for the written-out ones: no autograd
-    graph is being built (they have no backward) and nothing traces the model."""
-    return (_FAST_KERNELS and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and not _is_compiling() and not torch.jit.is_tracing())
-
-
-def _onednn_usable(layer: nn.Linear, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_onednn_linear is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and type(x) is torch.Tensor
-            and type(weight) in (torch.Tensor, nn.Parameter) and torch.backends.mkldnn.is_available()
-            and not (layer._forward_hooks or layer._forward_pre_hooks)  # hooks see a plain call
-            and _fast_inference(x, weight))
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor, gelu: str | None = None,
-            weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`layer(x)`, then GELU (`gelu`: "none" exact, "tanh") when asked; with `weight` / `bias`
-    given, those stand in for the layer's (the fused q/k/v matrix)."""
-    global _onednn_linear
-    weight, bias = (layer.weight, layer.bias) if weight is None else (weight, bias)
-    if _onednn_usable(layer, x, weight):
-        try:
-            return _onednn_linear(x, weight, bias, "none" if gelu is None else "gelu", [], gelu or "")
-        except (RuntimeError, NotImplementedError):  # a build or CPU without it: the plain path
-            _onednn_linear = None
-    y = layer(x) if weight is layer.weight else F.linear(x, weight, bias)
-    return y if gelu is None else F.gelu(y, approximate=gelu)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if hidden_act == "gelu":
         return F.gelu  # exact, erf-based
@@ -124,15 +68,6 @@ def _activation(hidden_act: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: x * torch.sigmoid(1.702 * x)  # OpenAI CLIP's
     else:
         raise ValueError(f"unsupported hidden_act {hidden_act!r}")
-
-
-def _gelu_algorithm(act: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
-    """F.gelu's `approximate` ("none" / "tanh") when `act` is a GELU, else None."""
-    if act is F.gelu:
-        return "none"
-    if isinstance(act, functools.partial) and act.func is F.gelu:
-        return act.keywords.get("approximate", "none")
-    return None
 
 
 def _mlp_activation(config: ViTConfig) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -259,33 +194,16 @@ class ViTSelfAttention(nn.Module):
         """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
         tokens), else from `x`."""
         b, n, _ = x.shape
-        if context is None and self._fuse_qkv(x):  # inference: one GEMM for q, k and v
-            weight, bias = self._fused_qkv()
-            q, k, v = (self._split(t) for t in _linear(self.query, x, weight=weight, bias=bias).chunk(3, dim=-1))
-            q, k = self._normed(q, k)
+        fused = kernels.fused_qkv(self.query, self.key, self.value, x, self) if context is None else None
+        if fused is not None:  # inference: one GEMM for q, k and v (vit_torch.kernels)
+            q, k = self._normed(self._split(fused[0]), self._split(fused[1]))
+            v = self._split(fused[2])
         else:
             context = x if context is None else context
             q, k = self._queries_keys(x, context)
             v = self._split(self.value(context))
         out = self.attend(q, k, v, self.dropout)  # (B, heads, N, head_dim)
         return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
-
-    def _fuse_qkv(self, x: torch.Tensor) -> bool:
-        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self.query, self.key, self.value))
-        return not hooked and _fast_inference(x, self.query.weight)
-
-    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[query; key; value] weights (and biases) as one matrix, as timm stores them, built at run
-        time and kept until a weight changes (the state dict keeps HF's three names)."""
-        parts = [p for m in (self.query, self.key, self.value) for p in (m.weight, m.bias) if p is not None]
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in parts)
-        cached = getattr(self, "_fused_cache", None)
-        if cached is None or cached[0] != key:
-            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).detach()
-            bias = (torch.cat([self.query.bias, self.key.bias, self.value.bias]).detach()
-                    if self.query.bias is not None else None)
-            cached = self._fused_cache = (key, (weight, bias))
-        return cached[1]
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
@@ -301,7 +219,7 @@ class ViTSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(_linear(self.dense, x))
+        return self.dropout(kernels.linear(self.dense, x))
 
 
 class ViTAttention(nn.Module):
@@ -327,10 +245,7 @@ class ViTIntermediate(nn.Module):
         self.act = _mlp_activation(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gelu = _gelu_algorithm(self.act)
-        if gelu is not None and _onednn_usable(self.dense, x, self.dense.weight):
-            return _linear(self.dense, x, gelu=gelu)  # GELU in the GEMM's epilogue
-        return self.act(_linear(self.dense, x))
+        return kernels.linear_act(self.dense, self.act, x)  # the GELU in the GEMM's epilogue when fast
 
 
 class ViTOutput(nn.Module):
@@ -342,7 +257,7 @@ class ViTOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.dropout(_linear(self.dense, x))
+        x = self.dropout(kernels.linear(self.dense, x))
         return x if residual is None else x + residual
 
 

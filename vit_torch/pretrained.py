@@ -4,9 +4,13 @@ directories out."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
+import numpy as np
 import torch
+from torch import nn
 
+from vit_common.canonical import to_numpy
 from vit_common.checkpoints import (
     MAX_SHARD_SIZE,
     ConfigSource,
@@ -14,7 +18,6 @@ from vit_common.checkpoints import (
     save_hf,
 )
 from vit_common.config import AttentionImpl
-from vit_common.convert import to_numpy
 from vit_common.formats.torch_codec import to_torch
 from vit_torch.model import VisionTransformer, ViTForImageClassification
 
@@ -44,3 +47,9 @@ def save_pretrained(model: VisionTransformer | ViTForImageClassification,
     state = {k: to_numpy(v) for k, v in model.state_dict().items()}
     save_hf(state, model.config, directory, framework="torch", overwrite=overwrite,
             max_shard_size=max_shard_size)
+
+
+def load_numpy_state_dict(model: nn.Module, state: Mapping[str, np.ndarray]) -> nn.Module:
+    """Load a {key: numpy array} state dict strictly (every key present, none extra, same shapes)."""
+    model.load_state_dict({k: to_torch(v) for k, v in state.items()}, strict=True)
+    return model

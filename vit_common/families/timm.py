@@ -1,0 +1,283 @@
+"""timm's VisionTransformer (`vit_*`, `deit_*` names, state dicts as timm writes them): its weight
+names (fused qkv, `norm` / `fc_norm`, `attn_pool`), what its names reveal, and its model-name
+grammar (`ViTConfig.from_timm`)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vit_common.canonical import ATTENTION_POOL, LAYER
+from vit_common.families.base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, Family, Fields
+from vit_common.naming import Naming, Rename
+
+_L, _P = LAYER, ATTENTION_POOL
+TIMM = Naming("timm", (
+    Rename("embeddings.cls_token", "cls_token", "param"),
+    Rename("embeddings.distillation_token", "dist_token", "param"),
+    Rename("embeddings.register_tokens", "reg_token", "param"),
+    Rename("embeddings.position_embeddings", "pos_embed", "param"),
+    Rename("embeddings.patch_embeddings.projection", "patch_embed.proj"),
+    Rename("pre_layernorm", "norm_pre"),
+    Rename(tuple(_L + f"attention.attention.{n}" for n in ("query", "key", "value")),
+           "blocks.{i}.attn.qkv"),
+    Rename(_L + "attention.attention.q_norm", "blocks.{i}.attn.q_norm"),
+    Rename(_L + "attention.attention.k_norm", "blocks.{i}.attn.k_norm"),
+    Rename(_L + "attention.output.dense", "blocks.{i}.attn.proj"),
+    Rename(_L + "layernorm_before", "blocks.{i}.norm1"),
+    Rename(_L + "layernorm_after", "blocks.{i}.norm2"),
+    Rename(_L + "layer_scale1", "blocks.{i}.ls1", "gamma"),
+    Rename(_L + "layer_scale2", "blocks.{i}.ls2", "gamma"),
+    Rename(_L + "intermediate.dense", "blocks.{i}.mlp.fc1"),
+    Rename(_L + "output.dense", "blocks.{i}.mlp.fc2"),
+    # timm normalises the tokens (norm) or the pooled vector (fc_norm, its norm an Identity)
+    Rename("layernorm", "norm", when=lambda c: c.final_norm == "tokens"),
+    Rename("layernorm", "fc_norm", when=lambda c: c.final_norm == "pooled"),
+    Rename(_P + "probe", "attn_pool.latent", "param"),
+    Rename(_P + "attention.attention.query", "attn_pool.q"),
+    Rename((_P + "attention.attention.key", _P + "attention.attention.value"), "attn_pool.kv"),
+    Rename(_P + "attention.output.dense", "attn_pool.proj"),
+    Rename(_P + "layernorm", "attn_pool.norm"),
+    Rename(_P + "intermediate.dense", "attn_pool.mlp.fc1"),
+    Rename(_P + "output.dense", "attn_pool.mlp.fc2"),
+), (Rename("classifier", "head"), Rename("distillation_classifier", "head_dist")),
+    markers=("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"))
+
+
+
+def _reveal(state: Mapping[str, Any], p: str, origin: Mapping[str, str], found: Mapping[str, Any]) -> Fields:
+    """timm's fc_norm (gap pooling, the norm on the pooled vector), a gap model's plain norm and a
+    register model's table without a [CLS] slot (no_embed_class), from the names timm gave them."""
+    out: Fields = {}
+    norm_origin = origin.get(p + "layernorm.weight", "")
+    if found.get("pooling") == "map":
+        pass
+    elif norm_origin.startswith("fc_norm"):  # the norm of the averaged patch tokens
+        out.update(pooling="gap", final_norm="pooled")
+    elif norm_origin.startswith("norm") and not found["class_token"]:  # gap without fc_norm
+        out["pooling"] = "gap"
+    # the table's length must agree (a square grid without the slot, none with it)
+    pos = state.get(p + "embeddings.position_embeddings")
+    prefix = int(found["class_token"]) + int(found["distillation_token"])
+    if origin.get(p + "embeddings.position_embeddings") == "pos_embed" and prefix \
+            and found.get("num_register_tokens") and np.ndim(pos) == 3:
+        n = int(np.shape(pos)[1])
+        if math.isqrt(n - prefix) ** 2 != n - prefix and math.isqrt(n) ** 2 == n:
+            out["position_embedding_covers_prefix"] = False
+    return out
+
+
+# timm's sizes: (embed_dim, depth, num_heads, mlp_ratio)
+_TIMM_SIZES: dict[str, tuple[int, int, int, float]] = {
+    "tiny": (192, 12, 3, 4.0), "small": (384, 12, 6, 4.0), "medium": (512, 12, 8, 4.0),
+    "base": (768, 12, 12, 4.0), "large": (1024, 24, 16, 4.0), "huge": (1280, 32, 16, 4.0),
+    "giant": (1408, 40, 16, 48 / 11), "so400m": (1152, 27, 16, 3.7362)}
+# what each variant suffix adds to timm's VisionTransformer arguments
+_TIMM_VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    # timm's DINOv2 and SigLIP definitions have no classifier (num_classes 0)
+    "dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
+    "clip": {"pre_norm": True, "norm_eps": 1e-5},
+    # OpenAI's towers: timm's default tag keeps their 512-wide projection as the head
+    "clip_quickgelu": {"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu", "num_classes": 512},
+    "siglip": {"class_token": False, "global_pool": "map", "num_classes": 0},
+    "siglip_gap": {"class_token": False, "global_pool": "avg", "fc_norm": False, "num_classes": 0},
+    "gap": {"class_token": False, "global_pool": "avg", "fc_norm": False},
+    # a reg<N>_ prefix adds N registers without position slots (timm's no_embed_class)
+    "reg_gap": {"class_token": False, "global_pool": "avg"},
+    "reg_dinov2": {"init_values": 1e-5, "img_size": 518, "num_classes": 0},
+}
+# timm definitions that differ from their size and variant (facts from timm 1.0.31's
+# vision_transformer.py and its default pretrained tags; every accepted name is checked against
+# timm itself in tests/test_config.py)
+_TIMM_EXCEPTIONS: dict[str, dict[str, Any]] = {
+    "vit_base_patch16_gap_224": {"num_heads": 16},
+    # the timm SigLIP definitions that use SigLIP's own (tanh) GELU
+    **dict.fromkeys(("vit_base_patch32_siglip_256", "vit_base_patch32_siglip_gap_256", "vit_large_patch16_siglip_512",
+                     "vit_large_patch16_siglip_gap_512", "vit_so400m_patch16_siglip_256",
+                     "vit_so400m_patch16_siglip_384", "vit_so400m_patch16_siglip_512",
+                     "vit_so400m_patch16_siglip_gap_256", "vit_so400m_patch16_siglip_gap_384",
+                     "vit_so400m_patch16_siglip_gap_512"), {"act_layer": "gelu_tanh"}),
+    **{f"vit_medium_patch16_gap_{r}": {"qkv_bias": False, "init_values": 1e-6} for r in (240, 256, 384)},
+    "vit_medium_patch16_reg4_gap_256": {"init_values": 1e-5},
+    "vit_medium_patch16_reg1_gap_256": {"init_values": 1e-5},
+    # the default pretrained tag's head (0: an in21k / feature tag; CLIP: the tower's projection)
+    **dict.fromkeys(("vit_huge_patch14_224", "vit_large_patch32_224", "vit_small_patch8_224",
+                     "vit_giant_patch16_gap_224", "vit_huge_patch14_gap_224", "vit_huge_patch16_gap_448"),
+                    {"num_classes": 0}),
+    "vit_medium_patch16_gap_240": {"qkv_bias": False, "init_values": 1e-6, "num_classes": 11821},
+    **dict.fromkeys(("vit_base_patch32_clip_256", "vit_medium_patch16_clip_224", "vit_medium_patch32_clip_224"),
+                    {"num_classes": 512}),
+    **dict.fromkeys(("vit_giant_patch14_clip_224", "vit_huge_patch14_clip_378", "vit_huge_patch14_clip_quickgelu_224",
+                     "vit_huge_patch14_clip_quickgelu_378"), {"num_classes": 1024}),
+    **dict.fromkeys(("vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_clip_quickgelu_336"),
+                    {"num_classes": 768}),
+}
+_TIMM_NAME = re.compile(r"^(?P<kind>vit|deit)_(?P<size>[a-z0-9]+)_(?P<distilled>distilled_)?patch(?P<patch>\d+)"
+                        r"(?:_(?P<variant>[a-z0-9_]+?))??(?:_(?P<res>\d+))?$")
+
+
+def model_args(name: str) -> dict[str, Any]:
+    """The VisionTransformer arguments `timm.create_model(name)` passes (its size, variant, registers,
+    resolution and the definitions' own exceptions)."""
+    m = _TIMM_NAME.match(name) if len(name) <= 200 else None
+    if m is not None and any(len(m[g] or "") > 5 for g in ("patch", "res")):
+        raise ValueError(f"timm model {name[:60]!r}: patch size and resolution must be at most 5 digits")
+    if m is None or m["size"] not in _TIMM_SIZES:
+        raise ValueError(f"timm model {name[:80]!r} is not a ViT name this config can describe (expected "
+                         f"vit_<size>_patch<p>[_<variant>][_<res>] or deit_<size>[_distilled]_patch16_<res>, "
+                         f"size one of {', '.join(_TIMM_SIZES)}; Eva, rope and hybrid models are not "
+                         f"classic ViTs)")
+    variant = (m["variant"] or "").removesuffix("_clip") if m["variant"] != "clip" else "clip"
+    registers = re.match(r"reg(\d+)_", variant)
+    if registers:
+        variant = "reg_" + variant[registers.end():]
+    if variant not in _TIMM_VARIANTS or variant.startswith("reg_") and not registers:
+        raise ValueError(f"timm model {name!r}: variant {m['variant']!r} is not one of "
+                         f"{', '.join(v.replace('reg_', 'reg<N>_') for v in _TIMM_VARIANTS if v)}")
+    dim, depth, heads, ratio = _TIMM_SIZES[m["size"]]
+    args: dict[str, Any] = dict(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio,
+                                patch_size=int(m["patch"]))
+    if variant == "gap" and m["size"] == "base":
+        args["num_heads"] = 16  # timm's vit_base_patch16_gap_224 has 16 heads
+    if "dinov2" in variant and m["size"] == "giant":
+        # DINOv2-g: 1536 wide, 24 heads, SwiGLU of width 4096 packed into fc1 as 8192
+        args.update(embed_dim=1536, num_heads=24, mlp_ratio=2.66667 * 2, mlp_layer="swiglu_packed")
+    args.update(_TIMM_VARIANTS[variant])
+    if registers:
+        args.update(reg_tokens=int(registers.group(1)), no_embed_class=True)
+    args.update(_TIMM_EXCEPTIONS.get(name, {}))
+    if m["res"]:
+        args["img_size"] = int(m["res"])
+    if m["distilled"]:
+        args["distilled"] = True
+    return args
+
+
+_TIMM_IGNORED = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "drop_path_rate",
+                 "weight_init", "fix_init", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                 "dynamic_img_pad", "scriptable", "exportable", "no_jit", "checkpoint_path", "device", "dtype")
+
+
+def fields_from_args(args: dict[str, Any]) -> dict[str, Any]:
+    """timm VisionTransformer arguments -> our fields; anything else is refused by name."""
+    args = dict(args)
+    ratio = args.get("mlp_ratio", 4.0)
+    if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 1e4):
+        raise ValueError(f"timm mlp_ratio must be a number in (0, 10000], got {ratio!r}")
+
+    def take(name: str, default: Any) -> Any:
+        return args.pop(name, default)
+
+    dim = take("embed_dim", 768)
+    ratio = take("mlp_ratio", 4.0)
+    mlp = take("mlp_layer", "mlp")
+    mlp_name = getattr(getattr(mlp, "func", mlp), "__name__", mlp)
+    gate_last = getattr(mlp, "keywords", {}).get("gate_last", True) if hasattr(mlp, "func") else None
+    act = take("act_layer", None)
+    act_name = act if isinstance(act, str) or act is None else getattr(act, "__name__", repr(act))
+    if mlp in ("mlp", "Mlp") or mlp_name == "Mlp":
+        mlp_type, width = "mlp", int(dim * ratio)
+    elif mlp == "swiglu_packed" or (mlp_name == "GluMlp" and gate_last is False):
+        mlp_type, width = "swiglu", int(dim * ratio) // 2  # SwiGLUPacked: fc1 holds [gate; up]
+        act_name = None
+    else:
+        raise ValueError(f"timm mlp_layer {mlp!r} is not expressible (Mlp or SwiGLUPacked)")
+    acts = {None: "gelu", "gelu": "gelu", "GELU": "gelu", "quick_gelu": "quick_gelu",
+            "QuickGELU": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh", "GELUTanh": "gelu_pytorch_tanh"}
+    if act_name not in acts:
+        raise ValueError(f"timm act_layer {act!r} is not expressible (gelu, gelu_tanh, quick_gelu)")
+    norm = take("norm_layer", None)
+    eps = take("norm_eps", None)
+    if eps is None:
+        if norm is None:
+            eps = 1e-6  # timm's LayerNorm
+        elif getattr(norm, "keywords", {}).get("eps") is not None:
+            eps = norm.keywords["eps"]
+        elif getattr(norm, "__name__", "") == "LayerNorm" and getattr(norm, "__module__", "").startswith("torch"):
+            eps = 1e-5
+        elif getattr(getattr(norm, "func", norm), "__name__", "") == "LayerNorm":
+            eps = 1e-6
+        else:
+            raise ValueError(f"timm norm_layer {norm!r} is not expressible (a LayerNorm)")
+    pool = take("global_pool", "token")
+    pools = {"token": "cls", "avg": "gap", "map": "map"}
+    if pool not in pools:
+        raise ValueError(f"timm global_pool {pool!r} is not expressible ({', '.join(pools)})")
+    fc_norm = take("fc_norm", None)
+    fc_norm = pool == "avg" if fc_norm is None else fc_norm
+    pos = take("pos_embed", "learn")
+    if pos not in ("learn", "none"):
+        raise ValueError(f"timm pos_embed {pos!r} is not expressible (learn or none; rope is not a ViT switch)")
+    init_values = take("init_values", None)
+    class_token = take("class_token", True)
+    distilled = take("distilled", False)
+    reg = take("reg_tokens", 0)
+    no_embed_class = take("no_embed_class", False)
+    if reg and not no_embed_class:
+        raise ValueError("timm reg_tokens without no_embed_class (position slots for registers) is "
+                         "not expressible")
+    pre_norm = take("pre_norm", False)
+    if not take("final_norm", True):
+        raise ValueError("timm final_norm=False is not expressible")
+    for name, ok in (("proj_bias", True), ("scale_attn_norm", False), ("scale_mlp_norm", False),
+                     ("pool_include_prefix", False), ("embed_norm_layer", None)):
+        if name in args and args.pop(name) != ok:
+            raise ValueError(f"timm {name} other than {ok!r} is not expressible")
+    fields = dict(
+        hidden_size=dim, num_hidden_layers=take("depth", 12), num_attention_heads=take("num_heads", 12),
+        intermediate_size=width, hidden_act=acts[act_name], layer_norm_eps=eps,
+        image_size=take("img_size", 224), patch_size=take("patch_size", 16),
+        num_channels=take("in_chans", 3), qkv_bias=take("qkv_bias", True),
+        num_labels=take("num_classes", 1000), class_token=class_token, distillation_token=distilled,
+        num_register_tokens=reg, position_embedding_type="learned" if pos == "learn" else "none",
+        position_embedding_covers_prefix=not no_embed_class,
+        # timm resamples position tables with antialiasing (dynamic_img_size, checkpoint loading)
+        position_embedding_resampling="bicubic_antialias", pre_norm=pre_norm,
+        patch_bias=not pre_norm, pooling=pools[pool], final_norm="pooled" if fc_norm else "tokens",
+        layer_scale=init_values is not None,
+        layerscale_value=1.0 if init_values is None else init_values, mlp_type=mlp_type,
+        qk_norm=take("qk_norm", False), attention_probs_dropout_prob=take("attn_drop_rate", 0.0))
+    take("dynamic_img_size", False)
+    for name in _TIMM_IGNORED:
+        args.pop(name, None)
+    if isinstance(fields["patch_size"], (tuple, list)):
+        ph, pw = fields["patch_size"]
+        if ph != pw:
+            raise ValueError(f"timm patch_size {fields['patch_size']} is not square")
+        fields["patch_size"] = ph
+    if args:
+        raise ValueError(f"timm arguments not expressible by this ViT: {', '.join(sorted(args))}")
+    return fields
+
+
+
+def config_fields(model_name: str, kwargs: Mapping[str, Any]) -> Fields:
+    """Our fields for `timm.create_model(model_name, **kwargs)`; what the switches cannot express
+    (rope, Eva, max pooling, ...) is a ValueError naming it."""
+    name = model_name.split(".")[0]
+    args = model_args(name)
+    args.update(kwargs)
+    try:
+        return {**fields_from_args(args), "extra": {"timm_model": name}}
+    except (TypeError, OverflowError) as e:
+        raise ValueError(f"timm model {model_name[:80]!r}: {e}") from None
+
+
+FAMILY = Family(
+    name="timm",
+    summary="timm's VisionTransformer: state dicts in timm's names and its vit_* / deit_* model names",
+    namings=(TIMM,),
+    # timm resamples position tables with antialiasing (dynamic_img_size, resample_abs_pos_embed)
+    naming_defaults={"timm": {"hidden_act": "gelu", "layer_norm_eps": 1e-6,
+                              "position_embedding_resampling": "bicubic_antialias"}},
+    reveal=_reveal,
+    # timm's default eval transform of its ViTs (pretrained_cfg of vit_*: inception mean / std,
+    # bicubic, crop_pct 0.9, the centring offset rounded)
+    presets={"timm": {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "resample": "bicubic",
+                      "crop_pct": 0.9, "crop_mode": "center", "crop_rounding": "round"}},
+)

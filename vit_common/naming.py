@@ -1,0 +1,272 @@
+"""Weight naming: ONE rule vocabulary for every source's names onto the canonical ones.
+
+Every naming other than the canonical one (the Flax tree, HF on disk, transformers-5 in-memory names,
+timm, Google's npz, big_vision) is a `Naming`: a table of `Rename(ours, theirs, kind)` — one of our
+module paths (or several, fused along the first axis in theirs, as timm's qkv), their module path
+("{i}" is the layer index in both), and a kind. The kind says, in `KINDS`, how each leaf of the
+module is named and transformed both ways (a Linear weight (out, in) is a Dense kernel (in, out), a
+Google attention kernel is (hidden, heads, head_dim), ...). `to_naming` and `from_naming` are the
+only code that applies them; the tables themselves live with their families (`vit_common.families`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from vit_common.canonical import BACKBONE_PREFIX, TABLE, check_state_dict, has_classifier, to_numpy
+from vit_common.formats import blocked_contiguous
+
+if TYPE_CHECKING:
+    from vit_common.config import ViTConfig
+
+Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls",
+               "scale", "gamma", "vector", "table", "in_proj"]
+Array = np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One tensor of a module kind: our leaf name, theirs, their rank, and the two transforms."""
+
+    ours: str
+    theirs: str
+    rank: int | None  # their array's rank, checked before anything is reshaped
+    to_theirs: Callable[[Array, ViTConfig], Array]
+    to_ours: Callable[[Array], Array]
+
+
+def _same(a: Array, c: ViTConfig | None = None) -> Array:
+    return a
+
+
+def _bias(ours: str = "bias", theirs: str = "bias") -> Leaf:
+    return Leaf(ours, theirs, 1, _same, _same)
+
+
+KINDS: dict[Kind, tuple[Leaf, ...]] = {
+    # nn.Linear weight (out, in) <-> nn.Dense kernel (in, out)
+    "linear": (Leaf("weight", "kernel", 2, lambda w, c: w.T, lambda k: k.T), _bias()),
+    # nn.Conv2d weight (out, in, kh, kw) <-> nn.Conv kernel (kh, kw, in, out)
+    "conv": (Leaf("weight", "kernel", 4, lambda w, c: w.transpose(2, 3, 1, 0),
+                  lambda k: k.transpose(3, 2, 0, 1)), _bias()),
+    # nn.LayerNorm weight <-> nn.LayerNorm scale
+    "norm": (Leaf("weight", "scale", 1, _same, _same), _bias()),
+    # a bare parameter: same array, same name
+    "param": (Leaf("", "", None, _same, _same),),
+    # a module whose tensors keep their names and layouts (torch to torch)
+    "copy": (Leaf("weight", "weight", None, _same, _same), Leaf("bias", "bias", None, _same, _same)),
+    # Google's q/k/v projections: kernel (hidden, heads, head_dim), bias (heads, head_dim). The
+    # transposed matrix is put in C order first: a strided split would make .npy write element-wise
+    "heads_in": (
+        Leaf("weight", "kernel", 3,
+             lambda w, c: blocked_contiguous(w.T).reshape(c.hidden_size, c.num_attention_heads, c.head_dim),
+             lambda k: k.reshape(k.shape[0], -1).T),
+        Leaf("bias", "bias", 2, lambda b, c: b.reshape(c.num_attention_heads, c.head_dim),
+             lambda b: b.reshape(-1))),
+    # Google's attention output projection: kernel (heads, head_dim, hidden)
+    "heads_out": (
+        Leaf("weight", "kernel", 3,
+             lambda w, c: blocked_contiguous(w.T).reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
+             lambda k: k.reshape(-1, k.shape[-1]).T),
+        _bias()),
+    # LayerScale: our (and HF DINOv2's) lambda1, timm's gamma
+    "scale": (Leaf("lambda1", "lambda1", 1, _same, _same),),
+    "gamma": (Leaf("lambda1", "gamma", 1, _same, _same),),
+    # CLIP's class_embedding (hidden,) <-> our (1, 1, hidden) token
+    "vector": (Leaf("", "", 1, lambda t, c: t.reshape(-1), lambda t: t.reshape(1, 1, -1)),),
+    # an nn.Embedding table (tokens, hidden) <-> our (1, tokens, hidden) parameter
+    "table": (Leaf("", "weight", 2, lambda t, c: t.reshape(t.shape[1:]), lambda t: t[None]),),
+    # nn.MultiheadAttention's packed input projection (SigLIP's pooling head)
+    "in_proj": (Leaf("weight", "in_proj_weight", 2, _same, _same), _bias("bias", "in_proj_bias")),
+    # big_vision adds position embeddings before prepending [CLS]: its slot is zero here
+    "pos_no_cls": (Leaf("", "", 3, lambda p, c: p[:, 1:],
+                        lambda p: np.concatenate([np.zeros_like(p[:, :1]), p], axis=1)),),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# namings: other sources' names as tables onto the canonical ones
+
+@dataclasses.dataclass(frozen=True)
+class Rename:
+    """Our module path(s) <-> their module path, and the kind that names and transforms the leaves.
+    Several of ours are stacked along the first axis in theirs (timm's qkv)."""
+
+    ours: str | tuple[str, ...]
+    theirs: str
+    kind: Kind = "copy"
+    when: Callable[[ViTConfig], bool] | None = None  # only for models of such configs
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.ours,) if isinstance(self.ours, str) else self.ours
+
+
+@dataclasses.dataclass(frozen=True)
+class Naming:
+    name: str
+    backbone: tuple[Rename, ...]
+    head: tuple[Rename, ...]
+    sep: str = "."  # between their module path and their leaf name
+    backbone_prefix: str = ""  # theirs, in front of the backbone when a classifier is present
+    markers: tuple[str, ...] = ()  # their keys (backbone, no prefix) that identify this naming
+
+
+def identity(kinds: Mapping[Kind, Kind] | None = None, sep: str = ".",
+             rename: Mapping[str, str] | None = None) -> tuple[Rename, ...]:
+    """The canonical table as renames: the same paths (`rename` overrides some, `sep` joins their
+    parts), each kind mapped through `kinds` (HF's own files copy what the Flax tree transposes)."""
+    kinds, rename = kinds or {}, rename or {}
+    return tuple(Rename(r.path, rename.get(r.path, r.path).replace(".", sep), kinds.get(r.kind, r.kind))
+                 for r in TABLE)
+
+
+
+def _applies(r: Rename, config: ViTConfig | None) -> bool:
+    return r.when is None or config is None or r.when(config)
+
+
+def _their_key(module: str, leaf: Leaf, sep: str) -> str:
+    return f"{module}{sep}{leaf.theirs}" if leaf.theirs else module
+
+
+def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
+              ) -> list[tuple[str, Callable[[], Array]]]:
+    """A complete canonical state -> [(their key, function making the array)] in model order. The
+    arrays are made on demand, so a writer can build the next one while it writes this one."""
+    with_head = has_classifier(state)
+    check_state_dict(state, config, with_head, "to_naming")
+    ours_prefix = BACKBONE_PREFIX if with_head else ""
+    theirs_prefix = naming.backbone_prefix if with_head else ""
+    out: list[tuple[str, Callable[[], Array]]] = []
+    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix), (naming.head, "", "")):
+        if renames is naming.head and not with_head:
+            continue
+        for r in renames:
+            if not _applies(r, config):
+                continue
+            layers = range(config.num_hidden_layers) if "{i}" in r.theirs else [0]
+            for i in layers:
+                for leaf in KINDS[r.kind]:
+                    keys = [op + (f"{p.format(i=i)}.{leaf.ours}" if leaf.ours else p.format(i=i))
+                            for p in r.parts]
+                    if not all(k in state for k in keys):
+                        continue  # an optional tensor (qkv bias) this model does not have
+                    out.append((tp + _their_key(r.theirs.format(i=i), leaf, naming.sep),
+                                _maker(leaf, [state[k] for k in keys], config)))
+    return out
+
+
+def _maker(leaf: Leaf, arrays: list[Any], config: ViTConfig) -> Callable[[], Array]:
+    def make() -> Array:
+        parts = [to_numpy(a) for a in arrays]
+        return leaf.to_theirs(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0), config)
+
+    return make
+
+
+def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] | None = None,
+                config: ViTConfig | None = None) -> tuple[dict[str, Array], list[str], list[str]]:
+    """Their tensors -> (canonical state, their keys no rule places, shape problems). Nothing is
+    reshaped before its rank is checked; completeness and shapes are checked by `check_state_dict`.
+    `origin`, when given, receives {canonical key: their key}. With `config`, only the rules for
+    models of that config apply (big_vision's pos_embedding has a [CLS] slot or not)."""
+    patterns = []
+    for group, renames in (("backbone", naming.backbone), ("head", naming.head)):
+        for r in renames:
+            if not _applies(r, config):
+                continue
+            for leaf in KINDS[r.kind]:
+                their = _their_key(r.theirs, leaf, naming.sep)
+                regex = re.escape(their).replace(re.escape("{i}"), r"(\d+)")
+                patterns.append((re.compile(regex), group, r, leaf))
+    bp = naming.backbone_prefix
+    prefixed = bool(bp) and any(k.startswith(bp) for k in raw)
+    state: dict[str, Array] = {}
+    unplaced: list[str] = []
+    problems: list[str] = []
+    head_found = False
+    for key, value in raw.items():
+        placed = False
+        for regex, group, r, leaf in patterns:
+            name = key[len(bp):] if group == "backbone" and prefixed and key.startswith(bp) else key
+            if group == "backbone" and prefixed and not key.startswith(bp):
+                continue
+            m = regex.fullmatch(name)
+            if m is None:
+                continue
+            placed = True
+            i = int(m.group(1)) if m.groups() else 0
+            try:
+                arr = to_numpy(value)
+            except Exception as e:  # sparse, quantized, float8 or otherwise unmappable tensors
+                problems.append(f"{key} is not a plain dense tensor ({type(e).__name__}: {e})")
+                break
+            if arr.dtype.hasobject:
+                problems.append(f"{key} holds Python objects, not numbers")
+                break
+            if leaf.rank is not None and arr.ndim != leaf.rank:
+                problems.append(f"{key} expected rank {leaf.rank} got shape {tuple(arr.shape)}")
+                break
+            arr = leaf.to_ours(arr)
+            parts = r.parts
+            if len(parts) > 1:
+                if arr.ndim == 0 or arr.shape[0] % len(parts):
+                    problems.append(f"{key} expected a first axis divisible by {len(parts)} got "
+                                    f"shape {tuple(arr.shape)}")
+                    break
+                pieces = np.split(arr, len(parts), axis=0)
+            else:
+                pieces = [arr]
+            for part, piece in zip(parts, pieces):
+                module = part.format(i=i)
+                ours = f"{module}.{leaf.ours}" if leaf.ours else module
+                state[("" if group == "head" else "\0") + ours] = piece
+                if origin is not None:
+                    origin[("" if group == "head" else "\0") + ours] = key
+            head_found |= group == "head"
+            break
+        if not placed:
+            unplaced.append(key)
+    prefix = BACKBONE_PREFIX if head_found else ""
+    canonical = {(prefix + k[1:] if k.startswith("\0") else k): v for k, v in state.items()}
+    if origin is not None:
+        named = {(prefix + k[1:] if k.startswith("\0") else k): v for k, v in origin.items()}
+        origin.clear()
+        origin.update(named)
+    return canonical, sorted(unplaced), problems
+
+
+def their_names(naming: Naming, config: ViTConfig, with_head: bool) -> dict[str, tuple[str, Leaf]]:
+    """{canonical key: (their key, leaf rule)} for every tensor a model of `config` has."""
+    ours_prefix = BACKBONE_PREFIX if with_head else ""
+    theirs_prefix = naming.backbone_prefix if with_head else ""
+    names = {}
+    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix),
+                            (naming.head if with_head else (), "", "")):
+        for r in renames:
+            if not _applies(r, config):
+                continue
+            for i in (range(config.num_hidden_layers) if "{i}" in r.theirs else [0]):
+                for leaf in KINDS[r.kind]:
+                    their = tp + _their_key(r.theirs.format(i=i), leaf, naming.sep)
+                    for p in r.parts:
+                        ours = op + (f"{p.format(i=i)}.{leaf.ours}" if leaf.ours else p.format(i=i))
+                        names[ours] = (their, leaf)
+    return names
+
+
+def detect_naming(keys: Any, candidates: Iterable[Naming]) -> Naming | None:
+    """The first naming among `candidates` whose markers are all among `keys` (with or without
+    its backbone prefix)."""
+    for n in candidates:
+        for prefix in ("", n.backbone_prefix):
+            if all(prefix + m in keys for m in n.markers):
+                return n
+    return None
+
