@@ -15,10 +15,16 @@ PYTEST := $(PY) -m pytest -n 2
 
 setup: $(VENV)/.installed
 
+# The first set-up installs ~6.5 GB (torch's CUDA build is most of it): a few minutes, each step
+# announced and pip's own progress shown (--progress-bar on draws bars when a terminal is attached).
 $(VENV)/.installed: pyproject.toml Makefile
+	@echo "== set-up 1/3: creating $(VENV) (first run only)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[test]' $(TORCH_PINS)
+	@echo "== set-up 2/3: torch and torchvision ($(TORCH_PINS), ~5.5 GB)"
+	$(PY) -m pip install --progress-bar on $(TORCH_PINS)
+	@echo "== set-up 3/3: the project with jax, flax and the test oracles (transformers, timm)"
+	$(PY) -m pip install --progress-bar on -e '.[test]' $(TORCH_PINS)
+	@echo "== set-up done: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
 	touch $@
 
 demo: setup

@@ -11,11 +11,10 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.torch as safetensors_torch
+import timm
 import torch
-
-transformers = pytest.importorskip("transformers")
-timm = pytest.importorskip("timm")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+import transformers
 
 import vit_flax  # noqa: E402
 import vit_torch  # noqa: E402

@@ -10,11 +10,9 @@ import warnings
 
 import numpy as np
 import pytest
+import safetensors.torch as safetensors_torch
 import torch
-
-transformers = pytest.importorskip("transformers")
-safetensors_torch = pytest.importorskip("safetensors.torch")
-
+import transformers
 
 import vit_flax  # noqa: E402
 import vit_torch  # noqa: E402

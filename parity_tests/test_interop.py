@@ -10,10 +10,9 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import timm.models.vision_transformer as timm_vit
 import torch
-
-transformers = pytest.importorskip("transformers")
-timm_vit = pytest.importorskip("timm.models.vision_transformer")
+import transformers
 
 import vit_flax  # noqa: E402
 import vit_torch  # noqa: E402

@@ -9,7 +9,9 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.torch as safetensors_torch
 import torch
+import transformers
 
 import vit_flax
 import vit_torch
@@ -18,9 +20,6 @@ from vit_cli.convert import main as convert_main
 from vit_common.config import ViTConfig
 from vit_common.convert import torch_to_flax
 from vit_common.resample import bicubic_matrix, resize_pos_embed, resize_state
-
-transformers = pytest.importorskip("transformers")
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 CFG = ViTConfig(hidden_size=48, num_attention_heads=3, num_hidden_layers=2, intermediate_size=96,
                 image_size=24, patch_size=6, num_labels=5)

@@ -305,10 +305,9 @@ def test_large_weights_are_sharded_as_hf_does(tmp_path) -> None:
     import json
 
     import torch
+    import transformers
 
     import vit_torch
-
-    transformers = pytest.importorskip("transformers")
     config = ViTConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=3, intermediate_size=64,
                        image_size=16, patch_size=4, num_labels=3)
     torch.manual_seed(0)

@@ -101,8 +101,23 @@ def test_demo_catches_a_family_slip(monkeypatch) -> None:
     ("B/16", "pooling", "cls"),
 ])
 def test_demo_preset_takes_timm_names(name: str, switch: str, value: object) -> None:
+    """--preset reads a size preset or a timm name; the sizes are checked against an independent
+    source: timm's own model (built on the meta device), or the ViT paper's table for B/16."""
+    import timm
+    import torch
+
     from vit_cli.demo import _parser
 
     config = _parser().parse_args(["--preset", name]).preset
     assert getattr(config, switch) == value
-    assert config == (ViTConfig.from_preset(name) if "/" in name else ViTConfig.from_timm(name))
+    if "/" in name:  # ViT-B/16 (Dosovitskiy et al., table 1)
+        want = (768, 12, 12, 3072, 16, 224)
+    else:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        want = (model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads,
+                model.blocks[0].mlp.fc1.out_features // (2 if config.mlp_type == "swiglu" else 1),
+                model.patch_embed.patch_size[0], model.patch_embed.img_size[0])
+    got = (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size,
+           config.patch_size, config.image_hw[0])
+    assert got == want

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import vit_torch
 from vit_cli.convert import main as convert_main
@@ -98,7 +99,6 @@ def test_preset_config(tmp_path) -> None:
 
 # --- the family: every format each family exists in, --verify reading the result back in its layout
 
-transformers = pytest.importorskip("transformers")
 _KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, image_size=28,
            patch_size=14)
 _TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
@@ -176,7 +176,7 @@ def test_timm_family_files_need_only_the_head_count(name: str, kwargs: dict, fie
     from the tensors, the result is checked by --verify, and equals timm's own architecture."""
     import json
 
-    timm = pytest.importorskip("timm")
+    import timm
     model = timm.create_model(name, pretrained=False, **{**TIMM_SMALL, **kwargs}).eval()
     save_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, tmp_path / "t.safetensors")
     (tmp_path / "cfg.json").write_text(json.dumps({"num_attention_heads": 2, **fields}))

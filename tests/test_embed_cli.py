@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from PIL import Image
 
 import vit_torch
@@ -103,7 +104,6 @@ def test_console_script(workspace) -> None:
 
 # --- every family: the pooled embedding its source defines, its head's scores, its preprocessing
 
-transformers = pytest.importorskip("transformers")
 _KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, image_size=28,
            patch_size=14)
 _TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)

@@ -10,14 +10,8 @@ import pytest
 
 import vit_flax
 import vit_torch
-from vit_cli.finetune import (
-    DIGITS_CONFIG,
-    DIGITS_FAMILIES,
-    batches,
-    load_digits,
-    main,
-    run,
-)
+from vit_cli.finetune import DIGITS_CONFIG, DIGITS_FAMILIES, FinetuneOptions, main, run
+from vit_common.datasets import batches, load_digits
 
 # Same initial weights, same batches, dropout off: the two loss curves may only differ by float32
 # rounding, which grows slowly over steps; over the first 10 steps it stays far below this.
@@ -25,7 +19,7 @@ FIRST_STEPS_BOUND = 1e-4
 
 
 def test_smoke_run_both_frameworks(tmp_path) -> None:
-    summary = run(str(tmp_path / "run"), epochs=2, framework="both", max_steps=40, seed=0, quiet=True)
+    summary = run(FinetuneOptions(str(tmp_path / "run"), epochs=2, framework="both", max_steps=40, seed=0, quiet=True))
     a, b = np.asarray(summary["flax"]["losses"]), np.asarray(summary["torch"]["losses"])
     assert len(a) == len(b) == 40
     assert summary["max_abs_loss_diff_first_10_steps"] <= FIRST_STEPS_BOUND
@@ -52,7 +46,7 @@ def test_data_and_batches_are_deterministic() -> None:
 
 @pytest.mark.slow
 def test_full_run_learns(tmp_path) -> None:
-    summary = run(str(tmp_path / "full"), epochs=60, framework="both", max_steps=None, seed=0, quiet=True)
+    summary = run(FinetuneOptions(str(tmp_path / "full"), epochs=60, framework="both", max_steps=None, seed=0, quiet=True))
     for name in ("flax", "torch"):
         assert summary[name]["test_accuracy"] >= 0.95, (name, summary[name]["test_accuracy"])
 
@@ -67,8 +61,8 @@ def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str)
     import torch
     import transformers
 
-    summary = run(str(tmp_path / "run"), epochs=1, framework="both", max_steps=12, seed=0, quiet=True,
-                  family=family)
+    summary = run(FinetuneOptions(str(tmp_path / "run"), epochs=1, framework="both", max_steps=12, seed=0, quiet=True,
+                  family=family))
     assert summary["family"] == family
     assert summary["max_abs_loss_diff_first_10_steps"] <= FIRST_STEPS_BOUND
     x = torch.from_numpy(load_digits(0)[2][:4].transpose(0, 3, 1, 2).copy())
@@ -91,15 +85,15 @@ def test_flax_scale_options_keep_the_loss_curve(tmp_path) -> None:
     optimizer: its losses equal the plain run's (float32 rounding of a differently compiled program)."""
     from vit_cli.finetune import FlaxScale
 
-    plain = run(str(tmp_path / "a"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True)
-    scaled = run(str(tmp_path / "b"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True,
-                 scale=FlaxScale(mesh=(1, 1), scan_layers=True, remat=True))
+    plain = run(FinetuneOptions(str(tmp_path / "a"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True))
+    scaled = run(FinetuneOptions(str(tmp_path / "b"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True,
+                 scale=FlaxScale(mesh=(1, 1), scan_layers=True, remat=True)))
     a, b = np.asarray(plain["flax"]["losses"]), np.asarray(scaled["flax"]["losses"])
     assert float(np.abs(a - b).max()) <= 1e-5
     back = vit_torch.from_pretrained(tmp_path / "b" / "flax")  # written per layer, as HF's tree
     assert back.config.num_hidden_layers == DIGITS_CONFIG.num_hidden_layers
-    half = run(str(tmp_path / "c"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True,
-               scale=FlaxScale(dtype="bfloat16"))
+    half = run(FinetuneOptions(str(tmp_path / "c"), epochs=1, framework="flax", max_steps=8, seed=0, quiet=True,
+               scale=FlaxScale(dtype="bfloat16")))
     assert float(np.abs(np.asarray(half["flax"]["losses"]) - a).max()) <= 0.05  # bfloat16 compute
     assert main(["-o", str(tmp_path / "d"), "--mesh", "data=3,model=5", "--steps", "1", "--quiet"]) == 2
 
@@ -119,7 +113,7 @@ def test_mesh_run_on_eight_devices_follows_the_single_device_run(tmp_path) -> No
                          capture_output=True, text=True, timeout=600, env=env, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     sharded = json.loads((tmp_path / "mesh" / "history.json").read_text())["flax"]["losses"]
-    single = run(str(tmp_path / "one"), epochs=1, framework="flax", max_steps=6, seed=0, quiet=True)
+    single = run(FinetuneOptions(str(tmp_path / "one"), epochs=1, framework="flax", max_steps=6, seed=0, quiet=True))
     assert float(np.abs(np.asarray(sharded) - np.asarray(single["flax"]["losses"])).max()) <= 1e-5
 
 
@@ -127,7 +121,7 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, capsys) -> None:
     """--stop-after 5 (as an interruption), then --resume: both frameworks' loss curves equal the
     uninterrupted run's bit for bit, from orbax (Flax) and torch (model, optimizer, schedule)
     checkpoints."""
-    whole = run(str(tmp_path / "whole"), epochs=1, framework="both", max_steps=9, seed=0, quiet=True)
+    whole = run(FinetuneOptions(str(tmp_path / "whole"), epochs=1, framework="both", max_steps=9, seed=0, quiet=True))
     args = ["-o", str(tmp_path / "cut"), "--epochs", "1", "--steps", "9", "--quiet"]
     assert main(args + ["--stop-after", "5", "--checkpoint-every", "2"]) == 0
     assert "--resume" in capsys.readouterr().out
@@ -159,16 +153,16 @@ def test_image_folder_trains_in_both_frameworks(tmp_path) -> None:
     """--data DIR (one subdirectory per class), a timm-named model of a family: the same batches in
     both frameworks (seeded shuffling), the loss curves agree, and the checkpoints carry the labels."""
     _folder(tmp_path / "data")
-    summary = run(str(tmp_path / "run"), epochs=2, framework="both", max_steps=None, seed=0, quiet=True,
+    summary = run(FinetuneOptions(str(tmp_path / "run"), epochs=2, framework="both", max_steps=None, seed=0, quiet=True,
                   data_dir=str(tmp_path / "data"), model_name="vit_small_patch14_dinov2",
-                  image_size=28, batch_size=8)
+                  image_size=28, batch_size=8))
     assert summary["max_abs_loss_diff_first_10_steps"] <= FIRST_STEPS_BOUND
     assert len(summary["flax"]["losses"]) == 2 * (24 // 8)  # 24 of the 30 images train, 6 test
     torch_dir = tmp_path / "run" / "torch"
     model = vit_torch.from_pretrained(torch_dir)
     assert model.config.extra["id2label"] == {0: "cat", 1: "dog", 2: "fish"} and model.config.layer_scale
-    again = run(str(tmp_path / "again"), epochs=2, framework="flax", max_steps=None, seed=0, quiet=True,
-                data_dir=str(tmp_path / "data"), model_name="vit_small_patch14_dinov2", image_size=28, batch_size=8)
+    again = run(FinetuneOptions(str(tmp_path / "again"), epochs=2, framework="flax", max_steps=None, seed=0, quiet=True,
+                data_dir=str(tmp_path / "data"), model_name="vit_small_patch14_dinov2", image_size=28, batch_size=8))
     assert again["flax"]["losses"] == summary["flax"]["losses"]  # deterministic
 
 
@@ -190,8 +184,8 @@ def test_image_folder_models_of_other_families(tmp_path, name: str) -> None:
     import transformers
 
     _folder(tmp_path / "data", per_class=5)
-    run(str(tmp_path / "run"), epochs=1, framework="torch", max_steps=1, seed=0, quiet=True,
-        data_dir=str(tmp_path / "data"), model_name=name, image_size=32, batch_size=4)
+    run(FinetuneOptions(str(tmp_path / "run"), epochs=1, framework="torch", max_steps=1, seed=0, quiet=True,
+        data_dir=str(tmp_path / "data"), model_name=name, image_size=32, batch_size=4))
     config = json.loads((tmp_path / "run" / "torch" / "config.json").read_text())
     hf, info = getattr(transformers, config["architectures"][0]).from_pretrained(
         tmp_path / "run" / "torch", output_loading_info=True)
@@ -210,8 +204,8 @@ def test_image_folder_starts_from_a_checkpoint(tmp_path) -> None:
     torch.manual_seed(5)
     vit_torch.save_pretrained(vit_torch.ViTForImageClassification(source).eval(), tmp_path / "pre")
     _folder(tmp_path / "data", per_class=5)
-    run(str(tmp_path / "run"), epochs=1, framework="torch", max_steps=1, seed=0, quiet=True,
-        data_dir=str(tmp_path / "data"), image_size=24, batch_size=4, weights=str(tmp_path / "pre"))
+    run(FinetuneOptions(str(tmp_path / "run"), epochs=1, framework="torch", max_steps=1, seed=0, quiet=True,
+        data_dir=str(tmp_path / "data"), image_size=24, batch_size=4, weights=str(tmp_path / "pre")))
     tuned = vit_torch.from_pretrained(tmp_path / "run" / "torch")
     assert tuned.config.num_labels == 3 and tuned.config.image_size == 24
     pre = vit_torch.from_pretrained(tmp_path / "pre")

@@ -44,7 +44,7 @@ def test_padding_and_order(n: int) -> None:
     engine = InferenceEngine(CFG, params, batch_size=4)
     x = _pixels(n)
     out = engine(x)
-    assert out["cls"].shape == (n, 48) and out["logits"].shape == (n, 5)
+    assert out["pooled"].shape == (n, 48) and out["logits"].shape == (n, 5)
     np.testing.assert_allclose(out["logits"], _reference(params, x), atol=1e-5, rtol=0)
     # each row depends on its own image only: padding rows and batch-mates change nothing
     single = np.concatenate([engine(x[i:i + 1])["logits"] for i in range(n)])
@@ -74,19 +74,19 @@ def test_micro_batches_change_nothing(micro_batch: int) -> None:
     x = _pixels(7)
     plain = InferenceEngine(CFG, params, batch_size=4)(x)
     sliced = InferenceEngine(CFG, params, batch_size=4, micro_batch=micro_batch)(x)
-    for k in ("cls", "logits"):
+    for k in ("pooled", "logits"):
         np.testing.assert_allclose(sliced[k], plain[k], atol=1e-6, rtol=0)
 
 
 def test_embed_logits_and_headless() -> None:
     x = _pixels(3)
     with_head = InferenceEngine(CFG, _params(), batch_size=2)
-    np.testing.assert_array_equal(with_head.embed(x), with_head(x)["cls"])
+    np.testing.assert_array_equal(with_head.embed(x), with_head(x)["pooled"])
     headless = InferenceEngine(CFG.replace(num_labels=0), {"params": _params(head=False)}, batch_size=2)
-    assert set(headless(x)) == {"cls"}
+    assert set(headless(x)) == {"pooled"}
     with pytest.raises(ValueError, match="no classifier"):
         headless.logits(x)
-    assert headless(x[:0])["cls"].shape == (0, 48)
+    assert headless(x[:0])["pooled"].shape == (0, 48)
 
 
 @pytest.mark.parametrize("attention_impl", ["eager", "sdpa"])
@@ -98,9 +98,9 @@ def test_reduced_precision_error_bound(dtype: str, attention_impl: str) -> None:
             InferenceEngine(CFG, params, dtype=dtype, attention_impl=attention_impl)
         return
     x = _pixels(8)
-    ref = InferenceEngine(CFG, params, batch_size=8)(x)["cls"]
+    ref = InferenceEngine(CFG, params, batch_size=8)(x)["pooled"]
     low = InferenceEngine(CFG, params, batch_size=8, dtype=dtype, attention_impl=attention_impl)
-    got = low(x)["cls"]
+    got = low(x)["pooled"]
     assert got.dtype == np.float32  # results come back in float32 whatever the compute dtype
     rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     assert 0 < rel <= REL_ERROR_BOUND[dtype], f"{dtype}: relative error {rel:.2e}"
@@ -141,12 +141,12 @@ SHARDED = textwrap.dedent("""
     single = InferenceEngine(cfg, params, batch_size=16, devices=jax.devices()[:1])
     sliced = InferenceEngine(cfg, params, batch_size=16, micro_batch=1)  # shard_map + lax.map
     a, b, c = sharded(x), single(x), sliced(x)
-    for k in ("cls", "logits"):
+    for k in ("pooled", "logits"):
         print("micro_" + k, float(np.abs(a[k] - c[k]).max()), c[k].shape)
     out = sharded._step(sharded.params, jax.device_put(x[:16], sharded.batch_sharding))
-    assert len(out["cls"].sharding.device_set) == 8
-    assert out["cls"].addressable_shards[0].data.shape == (2, 48)  # 16 rows over 8 devices
-    for k in ("cls", "logits"):
+    assert len(out["pooled"].sharding.device_set) == 8
+    assert out["pooled"].addressable_shards[0].data.shape == (2, 48)  # 16 rows over 8 devices
+    for k in ("pooled", "logits"):
         print(k, float(np.abs(a[k] - b[k]).max()), a[k].shape)
 """)
 
@@ -156,7 +156,7 @@ def test_sharded_equals_single_device() -> None:
                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
     diffs = {line.split()[0]: float(line.split()[1]) for line in out.stdout.splitlines()}
-    assert set(diffs) == {"cls", "logits", "micro_cls", "micro_logits"}
+    assert set(diffs) == {"pooled", "logits", "micro_pooled", "micro_logits"}
     assert all(d <= 1e-6 for d in diffs.values()), diffs
 
 

@@ -20,7 +20,7 @@ import jax, numpy as np, optax, torch
 import vit_flax, vit_torch
 from vit_common.config import ViTConfig
 from vit_common.convert import flatten_params, torch_to_flax
-from vit_flax.checkpointing import restore_train_state, save_train_state
+from vit_flax.training import restore_train_state, save_train_state
 from vit_flax.sharding import make_mesh, make_train_step, shard_params
 
 out = sys.argv[1]
@@ -96,7 +96,7 @@ def test_existing_checkpoint_is_not_replaced(measured) -> None:
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
-    from vit_flax.checkpointing import restore_train_state
+    from vit_flax.training import restore_train_state
 
     with pytest.raises(ValueError, match="no such checkpoint directory"):
         restore_train_state(tmp_path / "nope", {}, {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms as transforms
 from PIL import Image
 
 import vit_flax
@@ -17,8 +18,6 @@ from vit_common.preprocessing import (
     demo_image,
     preprocess_array,
 )
-
-transforms = pytest.importorskip("torchvision.transforms")
 
 CONFIG = ViTConfig(hidden_size=16, num_attention_heads=2, num_hidden_layers=1, intermediate_size=16,
                    image_size=(48, 64), patch_size=16)

@@ -7,6 +7,8 @@ import io
 
 import numpy as np
 import pytest
+import sklearn.datasets as sklearn_datasets
+import transformers
 from PIL import Image
 
 import vit_flax
@@ -19,9 +21,6 @@ from vit_common.preprocessing import (
     preprocess_array,
 )
 
-sklearn_datasets = pytest.importorskip("sklearn.datasets")
-transformers = pytest.importorskip("transformers")
-
 PHOTOS = ["china.jpg", "flower.jpg"]  # real photographs shipped inside scikit-learn
 
 
@@ -32,9 +31,8 @@ def _photo(name: str) -> np.ndarray:
 def _source_constants(preset: str) -> dict[str, tuple[float, ...]]:
     """A normalisation preset's mean and std as the source libraries themselves define them (never
     from our own tables): HF transformers' image_utils and timm's data constants."""
+    import timm.data as timm_data
     from transformers import image_utils
-
-    timm_data = pytest.importorskip("timm.data")
     if preset == "imagenet":
         hf = (image_utils.IMAGENET_DEFAULT_MEAN, image_utils.IMAGENET_DEFAULT_STD)
         timm = (timm_data.IMAGENET_DEFAULT_MEAN, timm_data.IMAGENET_DEFAULT_STD)
@@ -56,7 +54,7 @@ def test_presets_are_the_source_libraries_constants(preset: str) -> None:
 def test_presets_resize_as_their_sources() -> None:
     """"imagenet" is torchvision's Resize + Normalize (bilinear, no crop); "inception" is HF's
     ViTImageProcessor (bilinear, no crop): their own defaults, not ours."""
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     resize = torchvision.transforms.Resize((224, 224))
     assert resize.interpolation == torchvision.transforms.InterpolationMode.BILINEAR
     assert PIPELINES["imagenet"].resample == "bilinear" and PIPELINES["imagenet"].crop_pct is None
@@ -82,7 +80,7 @@ def test_defaults_are_hf_vit_image_processors() -> None:
 def test_timm_vit_pretrained_config_round_trips() -> None:
     """A timm ViT's own pretrained config (mean, std, interpolation, crop_pct, input size) through
     our Preprocessing equals timm's eval transform on a real photo."""
-    timm = pytest.importorskip("timm")
+    import timm
     from timm.data import create_transform, resolve_data_config
 
     model = timm.create_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False)
@@ -108,7 +106,7 @@ def test_matches_hf_vit_image_processor(photo: str, preset: str, resample: str) 
 
 @pytest.mark.parametrize("crop_pct, resample", [(0.875, "bicubic"), (0.9, "bilinear"), (1.0, "bicubic")])
 def test_crop_pct_matches_timm_eval_transform(crop_pct: float, resample: str) -> None:
-    timm_data = pytest.importorskip("timm.data")
+    import timm.data as timm_data
     transform = timm_data.create_transform(input_size=(3, 224, 224), crop_pct=crop_pct,
                                            interpolation=resample, mean=timm_data.IMAGENET_DEFAULT_MEAN,
                                            std=timm_data.IMAGENET_DEFAULT_STD)

@@ -98,25 +98,24 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+MAX_BYTE_SIZE = 2**50  # 1 PiB: a larger shard size is a typo, not a plan
 
 
 def byte_size(text: str) -> int:
     """A size in bytes: 5GB, 500MB, 64MiB, 1000000 (HF's max_shard_size spellings)."""
     import re
 
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([a-zA-Z]*)\s*", text) if len(text) < 64 else None
     unit = m.group(2).lower() if m else ""
     if m is None or unit not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"expected a size such as 5GB, 500MB or 64MiB, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a size such as 5GB, 500MB or 64MiB (at most "
+                                         f"{MAX_BYTE_SIZE:,} bytes), got {text[:40]!r}")
     value = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    if value > MAX_BYTE_SIZE:
+        raise argparse.ArgumentTypeError(f"a size of at most {MAX_BYTE_SIZE:,} bytes (1 PiB), got {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"a size must be at least 1 byte, got {text!r}")
     return value
@@ -127,6 +126,19 @@ def image_side(text: str) -> int:
     if value > MAX_IMAGE_SIDE:
         raise argparse.ArgumentTypeError(f"an image side is at most {MAX_IMAGE_SIDE} pixels, got {value}")
     return value
+
+
+def model_config(name: str) -> ViTConfig:
+    """--preset / --model: a ViT size preset, else a timm model name (ViTConfig.from_timm)."""
+    try:
+        return ViTConfig.from_preset(name)
+    except ValueError as preset_error:
+        if "_" not in name:
+            raise argparse.ArgumentTypeError(str(preset_error)) from None
+    try:
+        return ViTConfig.from_timm(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def config_source(text: str) -> ViTConfig | str | pathlib.Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+import vit_common.families as families
 from vit_cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -157,12 +158,13 @@ def _lost_in(target: str, is_dir: bool, config: ViTConfig) -> list[str]:
     notes = [f"{target} files hold no config: load with config= (head count "
              f"{config.num_attention_heads}, hidden_act {config.hidden_act!r}, layer_norm_eps "
              f"{config.layer_norm_eps:g})"]
-    if target == "npz" and config.hidden_act == "gelu":
-        notes.append("Google's code and our npz reader assume tanh GELU and eps 1e-6; this model "
-                     "uses exact GELU")
-    if target == "timm" and (config.layer_norm_eps != 1e-6 or config.hidden_act != "gelu"):
-        notes.append(f"timm builds ViTs with exact GELU and eps 1e-6; build the timm model with "
-                     f"this model's {config.hidden_act!r} and eps {config.layer_norm_eps:g}")
+    # what the target's readers assume when a file says nothing (its family's defaults)
+    assumed = families.naming_defaults(target)
+    differ = [f"{k}={getattr(config, k)!r} (its readers assume {assumed[k]!r})"
+              for k in ("hidden_act", "layer_norm_eps") if k in assumed and getattr(config, k) != assumed[k]]
+    if differ:
+        notes.append(f"{target} readers build the model with their own defaults; this model has "
+                     f"{', '.join(differ)}: pass them when you build the model that reads this file")
     return notes
 
 

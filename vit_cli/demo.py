@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vit_cli.common import EXIT_CODES_HELP, batch_size, positive_int, run
+from vit_cli.common import EXIT_CODES_HELP, batch_size, model_config, positive_int, run
 from vit_common.config import MODEL_PRESETS, SWITCHES, ViTConfig
 
 # fp32 agreement the parity suite holds B/16-size models to (parity_tests/test_b16.py)
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Build a ViT in PyTorch, convert it to Flax, run both on one image and show, "
                     "component by component, that they compute the same function; then time both.")
     p.add_argument("image", nargs="?", help="image file (default: a generated test picture)")
-    p.add_argument("--preset", default="B/16", type=demo_config,
+    p.add_argument("--preset", default="B/16", type=model_config,
                    help=f"the model: a ViT size, one of {', '.join(MODEL_PRESETS)} (default B/16), or "
                         "a timm ViT name of any family (vit_small_patch14_dinov2, "
                         "deit_base_distilled_patch16_224, vit_base_patch16_clip_224, "
@@ -34,19 +34,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=positive_int, default=3, help="timed batches per framework (3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
     return p
-
-
-def demo_config(name: str) -> ViTConfig:
-    """--preset: a ViT size preset, else a timm model name (ViTConfig.from_timm)."""
-    try:
-        return ViTConfig.from_preset(name)
-    except ValueError as preset_error:
-        if "_" not in name:
-            raise argparse.ArgumentTypeError(str(preset_error)) from None
-    try:
-        return ViTConfig.from_timm(name)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""vit-embed: images -> CLS embeddings (.npy), with top-k labels when the checkpoint classifies.
+"""vit-embed: images -> pooled embeddings (.npy), with top-k labels when the checkpoint classifies.
 
     vit-embed IMAGES... --weights CHECKPOINT -o OUT.npy [--framework flax|torch] [--batch-size 32]
               [--dtype float32|bfloat16|float16] [--attention eager|sdpa] [--top-k 5] [--force]
@@ -33,15 +33,16 @@ from vit_cli.common import (
     normalisation,
     run,
 )
+from vit_common.datasets import IMAGE_SUFFIXES
 from vit_common.fileio import atomic_write_files, check_target
 
 EXIT_SKIPPED = EXIT_FAILED
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="vit-embed", description="Embed images with a ViT checkpoint: one CLS vector per image.",
+        prog="vit-embed", description="Embed images with a ViT checkpoint: one pooled embedding per image (the [CLS] "
+                    "token, or the family's own pooling: SigLIP's attention pool, gap).",
         epilog="exit codes: 0 every image embedded, 1 some images were unreadable (reported, skipped, "
                "the rest written), 2 bad arguments or weights, 3 OUT exists (use --force), "
                "130 interrupted (nothing written)")
@@ -83,9 +84,13 @@ def expand_images(specs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]
             paths.append(spec)  # not necessarily a readable image: the reader says why per image
         elif glob.has_magic(spec):
             found = sorted(glob.glob(spec, recursive=True))
+            files = [f for f in found if not os.path.isdir(f)]
             if not found:
                 missing.append((spec, "pattern matches no file"))
-            paths += [f for f in found if os.path.isfile(f)]
+            elif not files:
+                missing.append((spec, f"pattern matches only directories ({len(found)}); name the "
+                                      f"directories themselves, or a pattern of files"))
+            paths += files
         else:
             missing.append((spec, "no such file or directory"))
     return paths, missing
@@ -106,46 +111,29 @@ def _normalisation(config: Any, mean: list[float] | None, std: list[float] | Non
     return m, s, source
 
 
-class _Embedder:
-    """One framework's forward over batches of preprocessed pixels (B, H, W, C)."""
+def _engine(framework: str, weights: str, config: Any, batch_size: int, dtype: str, attention: str) -> Any:
+    """The framework's InferenceEngine over the checkpoint (the two engines take the same pixels,
+    channels last, and give the same outputs)."""
+    if framework == "flax":
+        import vit_flax
 
-    def __init__(self, framework: str, weights: str, config: Any, batch_size: int, dtype: str,
-                 attention: str) -> None:
-        self.framework = framework
-        if framework == "flax":
-            import vit_flax
-            from vit_flax.inference import InferenceEngine
+        model, params = vit_flax.from_pretrained(weights, config)
+        return vit_flax.InferenceEngine(model.config, params, batch_size=batch_size, dtype=dtype,
+                                        attention_impl=attention)
+    if framework == "torch":
+        import vit_torch
 
-            model, params = vit_flax.from_pretrained(weights, config)
-            self.config = model.config
-            self.engine = InferenceEngine(self.config, params, batch_size=batch_size, dtype=dtype,  # type: ignore[arg-type]
-                                          attention_impl=attention)  # type: ignore[arg-type]
-        elif framework == "torch":
-            import torch
+        model = vit_torch.from_pretrained(weights, config, attention_impl=attention)
+        return vit_torch.InferenceEngine(model.config, model, batch_size=batch_size, dtype=dtype)
+    raise ValueError(f"framework must be 'flax' or 'torch', got {framework!r}")
 
-            import vit_torch
 
-            self.torch = torch
-            self.model = vit_torch.from_pretrained(weights, config, attention_impl=attention)  # type: ignore[arg-type]
-            self.dtype = getattr(torch, dtype)
-            self.model = self.model.to(self.dtype)
-            self.config = self.model.config
-        else:
-            raise ValueError(f"framework must be 'flax' or 'torch', got {framework!r}")
-        self.has_head = (self.engine.has_head if framework == "flax"
-                         else isinstance(self.model, vit_torch.ViTForImageClassification))
-
-    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        if self.framework == "flax":
-            return self.engine(pixels)
-        torch = self.torch
-        x = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()).to(self.dtype)  # (B, C, H, W)
-        with torch.no_grad():
-            if self.has_head:
-                tokens = self.model.vit.forward_features(x)
-                return {"cls": self.model.vit.pool(tokens).float().numpy(),
-                        "logits": self.model.head(tokens).float().numpy()}
-            return {"cls": self.model(x).float().numpy()}
+def _say(text: str, stream: Any = None) -> None:
+    """Print a line that may hold file names no terminal encoding can show (bytes that are not
+    UTF-8): they are shown escaped, never allowed to fail the run."""
+    stream = stream or sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding, "replace"), file=stream)
 
 
 def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
@@ -170,10 +158,9 @@ def _main(args: argparse.Namespace) -> int:
     for path in (out_npy, out_json):
         check_target(path, overwrite=args.force, directory=False)
     paths, missing = expand_images(args.images)
-    embedder = _Embedder(args.framework, args.weights, args.config, args.batch_size, args.dtype,
-                         args.attention)
-    mean, std, norm_source = _normalisation(embedder.config, args.mean, args.std)
-    config = embedder.config
+    engine = _engine(args.framework, args.weights, args.config, args.batch_size, args.dtype, args.attention)
+    mean, std, norm_source = _normalisation(engine.config, args.mean, args.std)
+    config = engine.config
     if len(mean) not in (1, config.num_channels) or len(std) not in (1, config.num_channels):
         raise ValueError(f"--mean/--std need 1 or {config.num_channels} values for this model, got "
                          f"{len(mean)} and {len(std)}")
@@ -193,16 +180,16 @@ def _main(args: argparse.Namespace) -> int:
                 except Exception as e:  # any failure of one image skips that image, never the run
                     reason = str(e) or type(e).__name__
                     skipped.append({"path": path, "error": reason})
-                    bar.write(f"vit-embed: skipping {path}: {reason}", file=sys.stderr)
+                    _say(f"vit-embed: skipping {path}: {reason}", sys.stderr)
             if ok:
-                out = embedder(np.stack(pixels))
-                rows.append(out["cls"])
+                out = engine(np.stack(pixels))
+                rows.append(out["pooled"])
                 done += ok
-                if embedder.has_head and args.top_k:
+                if engine.has_head and args.top_k:
                     topk += _top_k(out["logits"], args.top_k, id2label)
             bar.update(len(batch))
     for spec, why in missing:
-        print(f"vit-embed: skipping {spec}: {why}", file=sys.stderr)
+        _say(f"vit-embed: skipping {spec}: {why}", sys.stderr)
     embeddings = np.concatenate(rows) if rows else np.zeros((0, config.hidden_size), np.float32)
     if not np.isfinite(embeddings).all():
         print("vit-embed: warning: some embeddings are not finite (NaN or infinite weights?)",
@@ -218,13 +205,14 @@ def _main(args: argparse.Namespace) -> int:
               "shape": list(embeddings.shape), "paths": done, "skipped": skipped}
     if topk:
         report["top_k"] = [{"path": p, "labels": t} for p, t in zip(done, topk)]
-        for p, t in zip(done, topk):
-            print(p + "\t" + ", ".join(f"{e['label']} ({e['score']:.3f})" for e in t))
+    # names that are not UTF-8 stay escaped in the JSON (ensure_ascii), never a failed write
     text = json.dumps(report, indent=2) + "\n"
     atomic_write_files({out_npy: save_npy, out_json: lambda f: f.write(text.encode("utf-8"))},
-                       overwrite=args.force)  # both or neither
-    print(f"wrote {out_npy} {embeddings.shape} and {out_json}"
-          + (f"; skipped {len(skipped)} unreadable input(s)" if skipped else ""), file=sys.stderr)
+                       overwrite=args.force)  # both or neither, written before anything is printed
+    for p, t in zip(done, topk):
+        _say(p + "\t" + ", ".join(f"{e['label']} ({e['score']:.3f})" for e in t))
+    _say(f"wrote {out_npy} {embeddings.shape} and {out_json}"
+         + (f"; skipped {len(skipped)} unreadable input(s)" if skipped else ""), sys.stderr)
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 

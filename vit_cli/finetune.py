@@ -18,19 +18,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from vit_cli.common import EXIT_OK, positive_int
+from vit_cli.common import EXIT_OK, model_config, positive_int
 from vit_cli.common import run as run_cli
 from vit_common import families
 from vit_common.config import ViTConfig
+from vit_common.datasets import batches, load_digits, load_folder, split_folder
 from vit_common.fileio import atomic_write, atomic_write_text, check_target
 
 # 8x8 digits as 1-channel images, 2x2 patches: 16 tokens + [CLS]
@@ -44,75 +44,11 @@ DIGITS_FAMILIES: dict[str, dict[str, Any]] = {m.short: dict(m.example) for m in 
 RECIPE = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.05, "batch_size": 64}
 
 
-def load_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits (shipped with the package): train/test (N, 8, 8, 1) float32 in
-    [0, 1] normalised to mean 0.5 / std 0.5, and int labels; a fixed 80/20 split."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    data = sk_digits()
-    x = (data.images.astype(np.float32) / 16.0 - 0.5) / 0.5
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order][..., None], y[order]
-    cut = int(0.8 * len(x))
-    return x[:cut], y[:cut], x[cut:], y[cut:]
-
-
-class FolderImages:
-    """Images of an image folder, preprocessed for `config` when a batch asks for them
-    (images[index_array] -> float32 (B, H, W, C)); nothing is decoded up front."""
-
-    def __init__(self, paths: list[str], config: ViTConfig) -> None:
-        self.paths, self.config = paths, config
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        from vit_common.preprocessing import preprocess_array
-
-        return np.stack([preprocess_array(self.paths[int(i)], self.config) for i in np.atleast_1d(index)])
-
-
-def load_folder(root: str, seed: int = 0) -> tuple[list[str], list[tuple[str, int]]]:
-    """An image-folder dataset: one subdirectory per class (sorted names are the labels 0..K-1),
-    its image files sorted. Returns (class names, [(path, label)]); a class with no image, or fewer
-    than two classes, is a ValueError naming the folder."""
-    from vit_cli.embed import IMAGE_SUFFIXES
-
-    if not os.path.isdir(root):
-        raise ValueError(f"--data {root}: not a directory")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    if len(classes) < 2:
-        raise ValueError(f"--data {root}: expected one subdirectory per class (at least two), found "
-                         f"{len(classes)}")
-    items = []
-    for label, name in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise ValueError(f"--data {root}: class {name!r} has no image files")
-        items += [(os.path.join(root, name, f), label) for f in files]
-    return classes, items
-
-
-def split_folder(items: list[tuple[str, int]], config: ViTConfig, seed: int
-                 ) -> tuple[FolderImages, np.ndarray, FolderImages, np.ndarray]:
-    """A fixed, seeded 80/20 train / test split (every class in both when it has 5+ images)."""
-    order = np.random.default_rng(seed).permutation(len(items))
-    test = {int(i) for i in order[::5]}
-    train_items = [items[i] for i in sorted(set(range(len(items))) - test)]
-    test_items = [items[i] for i in sorted(test)]
-    return (FolderImages([p for p, _ in train_items], config), np.array([y for _, y in train_items]),
-            FolderImages([p for p, _ in test_items], config), np.array([y for _, y in test_items]))
-
-
 def folder_config(model_name: str | ViTConfig, num_classes: int, image_size: int | None) -> ViTConfig:
     """--model: a ViT size preset (B/16, ...) or a timm ViT name (or a checkpoint's config); a head
     for the folder's classes."""
-    from vit_cli.demo import demo_config
-
     try:
-        config = model_name if isinstance(model_name, ViTConfig) else demo_config(model_name)
+        config = model_name if isinstance(model_name, ViTConfig) else model_config(model_name)
     except argparse.ArgumentTypeError as e:
         raise ValueError(f"--model: {e}") from None
     from vit_common.layouts import hf_form
@@ -155,15 +91,6 @@ def _in_batches(predict: Any, x: Any, size: int = 64) -> np.ndarray:
     """predict over x in slices (an image folder is preprocessed per batch)."""
     return np.concatenate([np.asarray(predict(x[np.arange(i, min(i + size, len(x)))]))
                            for i in range(0, len(x), size)])
-
-
-def batches(n: int, batch_size: int, epochs: int, seed: int) -> Iterator[np.ndarray]:
-    """The same index batches for both frameworks: a fresh permutation per epoch, full batches."""
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield order[i:i + batch_size]
 
 
 def initial_state(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
@@ -239,8 +166,14 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
     import optax
 
     import vit_flax
-    from vit_common.convert import flax_to_torch, stack_layers, torch_to_flax, unstack_layers
-    from vit_flax.sharding import make_mesh, make_train_step, shard_params
+    from vit_common.convert import (
+        flax_to_torch,
+        stack_layers,
+        torch_to_flax,
+        unstack_layers,
+    )
+    from vit_flax.sharding import make_mesh, shard_params
+    from vit_flax.training import make_train_step, restore_train_state, save_train_state
 
     x_train, y_train, x_test, y_test = data
     model = vit_flax.ViTForImageClassification(config, dtype=getattr(jnp, scale.dtype),
@@ -251,30 +184,10 @@ def train_flax(config: ViTConfig, state: dict[str, np.ndarray], data: tuple, ste
     schedule = optax.cosine_decay_schedule(RECIPE["lr"], len(steps))
     tx = optax.adamw(schedule, *RECIPE["betas"], eps=RECIPE["eps"],
                      weight_decay=RECIPE["weight_decay"])
-    if scale.mesh is not None:  # parameters and optimizer state sharded on the mesh (SPMD)
-        mesh = make_mesh(*scale.mesh)
-        train_step = make_train_step(model, tx, mesh)
-        params = shard_params(tree, mesh)
-        opt_state = train_step.init(params)
-
-        def step(params: Any, opt_state: Any, x: Any, y: Any) -> Any:
-            return train_step(params, opt_state, x, y)
-    else:
-        params = jax.tree_util.tree_map(jnp.asarray, tree)
-        opt_state = tx.init(params)
-
-        @jax.jit
-        def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any, jax.Array]:
-            def loss_fn(p: Any) -> jax.Array:
-                logits = model.apply({"params": p}, x, train=True)  # dropout is 0 in this recipe
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-    from vit_flax.checkpointing import restore_train_state, save_train_state
-
+    mesh = make_mesh(*scale.mesh) if scale.mesh is not None else None  # sharded on the mesh (SPMD)
+    step = make_train_step(model, tx, mesh)
+    params = shard_params(tree, mesh) if mesh is not None else jax.tree_util.tree_map(jnp.asarray, tree)
+    opt_state = step.init(params)
     predict = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
     losses: list[float] = []
     start = plan.latest("flax")
@@ -303,19 +216,22 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
                 steps: list[np.ndarray], progress: Any,
                 plan: Checkpointing = Checkpointing()) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
     import vit_torch
+    from vit_torch.training import (
+        cosine_schedule,
+        make_train_step,
+        restore_train_state,
+        save_train_state,
+    )
 
     x_train, y_train, x_test, y_test = data
     model = vit_torch.ViTForImageClassification(config)
     vit_torch.load_numpy_state_dict(model, state)
-    model.train()  # dropout is 0 in this recipe
     opt = torch.optim.AdamW(model.parameters(), lr=RECIPE["lr"], betas=RECIPE["betas"],
                             eps=RECIPE["eps"], weight_decay=RECIPE["weight_decay"])
-    # optax.cosine_decay_schedule: lr * (1 + cos(pi * step / total)) / 2, step counted from 0
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, len(steps)) / len(steps))))
+    step = make_train_step(model, opt, cosine_schedule(opt, len(steps)))  # dropout is 0 in this recipe
+
     def nchw(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # (B, C, H, W)
 
@@ -323,29 +239,16 @@ def train_torch(config: ViTConfig, state: dict[str, np.ndarray], data: tuple,
     losses: list[float] = []
     start = plan.latest("torch")
     if start:
-        from vit_common.formats.torch_codec import read_torch
-
-        saved = read_torch(plan.path("torch", start) + ".pt")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
+        restore_train_state(plan.path("torch", start) + ".pt", model, opt, step.scheduler)
         losses = _load_losses(plan, "torch", start)
     t0 = time.perf_counter()
     for idx in steps[start:]:
-        i = torch.from_numpy(idx)
-        loss = F.cross_entropy(model(nchw(x_train[idx])), yt[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(step(nchw(x_train[idx]), yt[torch.from_numpy(idx)]))
         progress("torch", len(losses), len(steps), losses[-1])
         if plan.due(len(losses), len(steps)):
-            snapshot = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict()}
             os.makedirs(os.path.dirname(plan.path("torch", 0)), exist_ok=True)
-            atomic_write(plan.path("torch", len(losses)) + ".pt", lambda f: torch.save(snapshot, f),
-                         overwrite=True)
+            save_train_state(plan.path("torch", len(losses)) + ".pt", model, opt, step.scheduler, len(losses),
+                             overwrite=True)
             _save_losses(plan, "torch", len(losses), losses)
         if len(losses) == plan.stop_after:
             return {"losses": losses, "stopped": True}
@@ -375,7 +278,8 @@ def _progress(quiet: bool) -> Any:
     return show
 
 
-def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = False, family: str = "vit") -> None:
+def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = False, family: str = "vit",
+         dataset: str = "sklearn digits") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,17 +294,75 @@ def plot(histories: dict[str, dict[str, Any]], path: str, overwrite: bool = Fals
     ax.set_ylabel("training loss (cross-entropy)")
     ax.set_yscale("log")
     name = "ViT" if family == "vit" else f"ViT ({family} switches)"
-    ax.set_title(f"{name} on sklearn digits: same weights, same batches, AdamW in optax and torch")
+    ax.set_title(f"{name} on {dataset}: same weights, same batches, AdamW in optax and torch")
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=overwrite)
 
 
-def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: int,
-        quiet: bool = False, force: bool = False, family: str = "vit",
-        scale: FlaxScale = FlaxScale(), plan: Checkpointing = Checkpointing(),
-        data_dir: str | None = None, model_name: str = "Ti/16", image_size: int | None = None,
-        batch_size: int = RECIPE["batch_size"], weights: str | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class FinetuneOptions:
+    """One vit-finetune run: where it writes, what it trains on, how long, in which framework."""
+
+    out_dir: str
+    epochs: int = 60
+    framework: Literal["both", "flax", "torch"] = "both"
+    max_steps: int | None = None  # stop after this many steps (a smoke run)
+    seed: int = 0
+    quiet: bool = False
+    force: bool = False  # replace this tool's earlier outputs (never anything else)
+    family: str = "vit"  # the digits model as this HF family builds it
+    scale: FlaxScale = FlaxScale()
+    plan: Checkpointing = Checkpointing()
+    data_dir: str | None = None  # an image folder instead of the digits
+    model_name: str = "Ti/16"  # with data_dir: a ViT size or a timm name
+    image_size: int | None = None
+    batch_size: int = RECIPE["batch_size"]
+    weights: str | None = None  # with data_dir: start from this checkpoint's backbone
+
+
+def _check_checkpoint_dir(plan: Checkpointing, force: bool) -> None:
+    """Before any training: checkpoints go to a directory that is empty, absent or (with --force
+    or --resume) ours; a step a user's file already occupies is refused now, not after training."""
+    if not plan.directory or not os.path.lexists(plan.directory):
+        return
+    if os.path.islink(plan.directory) or not os.path.isdir(plan.directory):
+        raise ValueError(f"{plan.directory} exists and is not a directory of checkpoints: refusing to write there")
+    ours = {"flax", "torch"}
+    foreign = sorted(set(os.listdir(plan.directory)) - ours)
+    if foreign:
+        raise ValueError(f"{plan.directory} holds files that are not this tool's checkpoints "
+                         f"({', '.join(foreign[:4])}): refusing to write there")
+    entries = [os.path.join(plan.directory, d, n) for d in sorted(ours)
+               if os.path.isdir(os.path.join(plan.directory, d)) for n in os.listdir(os.path.join(plan.directory, d))]
+    if entries and not (force or plan.resume):
+        raise FileExistsError(f"{plan.directory} holds checkpoints of an earlier run; use --resume to "
+                              f"continue it or --force to replace them")
+    from vit_flax.training import is_train_state as is_flax_state
+    from vit_torch.training import is_train_state as is_torch_state
+
+    for path in entries:
+        name = os.path.basename(path)
+        kind = os.path.basename(os.path.dirname(path))
+        if name.endswith(".json") and name.startswith("step_") and os.path.isfile(path) and not os.path.islink(path):
+            continue
+        if kind == "torch" and name.endswith(".pt") and is_torch_state(path):
+            continue
+        if kind == "flax" and os.path.isdir(path) and not os.path.islink(path) and is_flax_state(path):
+            continue
+        raise ValueError(f"{path} is not a checkpoint this tool wrote: refusing to replace it "
+                         f"(move it away, or write to another -o)")
+
+
+def run(options: FinetuneOptions) -> dict[str, Any]:
+    """Train and write the outputs; returns the summary (losses, accuracies, timings)."""
+    o = options
+    out_dir, epochs, framework, max_steps, seed, quiet, force = (
+        o.out_dir, o.epochs, o.framework, o.max_steps, o.seed, o.quiet, o.force)
+    family, scale, plan, data_dir, model_name, image_size, batch_size, weights = (
+        o.family, o.scale, o.plan, o.data_dir, o.model_name, o.image_size, o.batch_size, o.weights)
+    if framework not in ("both", "flax", "torch"):
+        raise ValueError(f"framework must be 'both', 'flax' or 'torch', got {framework!r}")
     import vit_flax
     import vit_torch
     from vit_common.checkpoints import save_hf
@@ -412,6 +374,7 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
                ("flax", "torch", "history.json", "loss_curves.png")}
     for name, path in outputs.items():  # before any work: nothing replaced without --force
         check_target(path, overwrite=force, directory=name in ("flax", "torch"))
+    _check_checkpoint_dir(plan, force)
     pretrained = None
     if weights and data_dir is None:
         raise ValueError("--weights starts an image-folder run (--data DIR); the digits model trains from scratch")
@@ -466,7 +429,8 @@ def run(out_dir: str, epochs: int, framework: str, max_steps: int | None, seed: 
         summary["max_abs_loss_diff_first_10_steps"] = float(np.abs(a[:10] - b[:10]).max())
     atomic_write_text(outputs["history.json"], json.dumps(summary, indent=1) + "\n", overwrite=force)
     try:
-        plot(histories, outputs["loss_curves.png"], overwrite=force, family=family)
+        dataset = f"the image folder {os.path.basename(os.path.normpath(data_dir))}" if data_dir else "sklearn digits"
+        plot(histories, outputs["loss_curves.png"], overwrite=force, family=family, dataset=dataset)
     except ImportError:
         print("matplotlib not installed: no loss-curve plot (pip install matplotlib)", file=sys.stderr)
     return summary
@@ -548,9 +512,10 @@ def _main(args: argparse.Namespace) -> int:
                          every, args.stop_after, args.resume)
     if args.resume and not os.path.isdir(os.path.join(args.output, "checkpoints")):
         raise ValueError(f"--resume: no checkpoints under {os.path.join(args.output, 'checkpoints')}")
-    summary = run(args.output, args.epochs, args.framework, args.steps, args.seed, args.quiet,
-                  args.force, args.family, scale, plan, args.data, args.model, args.image_size,
-                  args.batch_size, args.weights)
+    summary = run(FinetuneOptions(
+        args.output, epochs=args.epochs, framework=args.framework, max_steps=args.steps, seed=args.seed,
+        quiet=args.quiet, force=args.force, family=args.family, scale=scale, plan=plan, data_dir=args.data,
+        model_name=args.model, image_size=args.image_size, batch_size=args.batch_size, weights=args.weights))
     if "stopped_at" in summary:
         print(f"stopped after {summary['stopped_at']} steps; checkpoints in {plan.directory}; run "
               f"the same command with --resume to continue")

@@ -14,7 +14,6 @@ values are reported (a warning and a note on the Checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -24,39 +23,63 @@ import numpy as np
 
 import vit_common.families as families
 import vit_common.infer as infer
-import vit_common.layouts as layouts
-from vit_common.canonical import check_state_dict, expected_entries, has_classifier, report_mismatch
+from vit_common.canonical import (
+    check_state_dict,
+    expected_entries,
+    has_classifier,
+    report_mismatch,
+)
 from vit_common.config import MODEL_PRESETS, ViTConfig
-from vit_common.convert import FLAX, check_flax_tree, flatten_params, flax_to_torch, torch_to_flax, unwrap_params
-from vit_common.families.google import BIG_VISION, NPZ, UnsupportedCheckpoint, big_vision_refusal, open_npz
-from vit_common.families.timm import TIMM
+from vit_common.convert import (
+    FLAX,
+    flatten_params,
+    unwrap_params,
+)
+from vit_common.families.google import (
+    UnsupportedCheckpoint,
+    open_npz,
+)
 from vit_common.fileio import (
-    atomic_directory,
-    atomic_write_text,
     expect_type,
     read_json,
 )
 from vit_common.formats import FLOAT_DTYPES
-from vit_common.formats.msgpack_codec import read_msgpack, write_msgpack
-from vit_common.formats.npz_codec import read_npz, write_npz
-from vit_common.formats.safetensors_codec import read_safetensors, write_safetensors
-from vit_common.formats.torch_codec import read_torch, write_torch
-from vit_common.naming import Naming, detect_naming, from_naming, to_naming
+from vit_common.formats.msgpack_codec import read_msgpack
+from vit_common.formats.npz_codec import read_npz
+from vit_common.formats.safetensors_codec import read_safetensors
+from vit_common.formats.torch_codec import TORCH_SUFFIXES, read_torch
+from vit_common.naming import detect_naming, from_naming
 from vit_common.preprocessing import PIPELINES, Preprocessing
 
 Format = Literal["hf", "hf-flax", "safetensors", "torch", "msgpack", "npz"]
 Progress = Callable[[int], Any]  # called with the number of bytes just written
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
               "flax_model.msgpack")
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
-POOLER_PREFIXES = ("", "vit.", "deit.")
+# HF backbones (ViTModel, DeiTModel) may carry a pooler, bare or under their classifier's prefix
+POOLER_PREFIXES = ("", *sorted({m.naming.backbone_prefix for m in families.HF_MODELS.values() if m.naming.sep == "."}))
 VISION_TOWER = "vision_model."  # the vision tower of a two-tower file (CLIPModel, SiglipModel)
 # the Flax twin's own files say nothing either: HF ViT's defaults
 FLAX_DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12}
-__all__ = ["Checkpoint", "UnsupportedCheckpoint", "load_checkpoint", "detect_format", "save_hf",
-           "save_state_dict", "save_msgpack", "save_npz", "timm_state", "npz_arrays", "read_msgpack"]
+from vit_common.writers import (  # noqa: E402  (the writers, beside the readers)
+    MAX_SHARD_SIZE,
+    hf_classifier,
+    hf_config_dict,
+    hf_layout,
+    hf_target,
+    npz_arrays,
+    save_hf,
+    save_hf_flax,
+    save_msgpack,
+    save_npz,
+    save_state_dict,
+    timm_state,
+)
+
+__all__ = ["Checkpoint", "UnsupportedCheckpoint", "load_checkpoint", "detect_format", "read_msgpack",
+           "MAX_SHARD_SIZE", "TORCH_SUFFIXES", "hf_classifier", "hf_config_dict", "hf_layout", "hf_target",
+           "npz_arrays", "save_hf", "save_hf_flax", "save_msgpack", "save_npz", "save_state_dict", "timm_state"]
 
 
 @dataclasses.dataclass
@@ -384,216 +407,3 @@ def _preprocessing(path: str, naming: str) -> dict[str, Any] | None:
     else:
         return None
     return dataclasses.asdict(settings)
-
-
-# ---------------------------------------------------------------------------------------------
-# writing
-
-
-def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
-    """The config.json of the family's HF class: its backbone, or the classifier whose head reads
-    what this one reads (CLIP's and SigLIP's classifiers take their two-tower config)."""
-    data = config.to_hf()
-    model = families.hf_model(data["model_type"])
-    if not with_head:
-        data["architectures"] = [model.backbone]
-        return data
-    data["architectures"] = [hf_classifier(config, model.model_type)]
-    if model.two_tower is None:
-        return data
-    top = {k: data.pop(k) for k in ("architectures", "id2label", "label2id", "preprocessing") if k in data}
-    return {"model_type": model.two_tower, "vision_config": data, **top}
-
-
-def hf_classifier(config: ViTConfig, model_type: str) -> str:
-    """The HF class of a classifier of this family whose head reads config.classifier_input."""
-    model = families.hf_model(model_type)
-    cls = model.classifiers.get(config.classifier_input)
-    if cls is None:
-        have = [f"{head} ({name})" for head, name in model.classifiers.items()]
-        raise ValueError(f"HF {model_type!r} has no classifier reading classifier_input="
-                         f"{config.classifier_input!r} (its heads: {', '.join(have) or 'none'}); write "
-                         f"the backbone, or timm / Flax weights")
-    return cls
-
-
-def hf_target(state: Mapping[str, np.ndarray], config: ViTConfig) -> tuple[dict[str, np.ndarray], ViTConfig]:
-    """A canonical state rewritten for its HF family's layout, and that family's config."""
-    target = layouts.hf_form(config)
-    if has_classifier(state):
-        hf_classifier(config, target.extra["model_type"])
-    return layouts.relayout(state, config, target), target
-
-
-def hf_layout(state: Mapping[str, np.ndarray], config: ViTConfig
-              ) -> tuple[dict[str, np.ndarray], ViTConfig, Naming]:
-    """A canonical state as its HF family holds it: (their tensors, the family's config, naming)."""
-    state, target = hf_target(state, config)
-    naming = families.hf_model(target.extra["model_type"]).naming
-    return {k: make() for k, make in to_naming(naming, state, target)}, target, naming
-
-
-# HF's save_pretrained default: above this many bytes the weights go to several files + an index
-MAX_SHARD_SIZE = 5 * 10**9
-
-
-def _shards(tensors: Mapping[str, np.ndarray], max_shard_size: int) -> list[dict[str, np.ndarray]]:
-    """Tensors in order, cut into files of at most max_shard_size bytes (a larger tensor alone)."""
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, arr in tensors.items():
-        if shards[-1] and size + arr.nbytes > max_shard_size:
-            shards.append({})
-            size = 0
-        shards[-1][name] = arr
-        size += arr.nbytes
-    return shards
-
-
-def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,
-            framework: Literal["torch", "flax"] = "torch", overwrite: bool = False,
-            progress: Progress | None = None, max_shard_size: int = MAX_SHARD_SIZE) -> None:
-    """An HF save_pretrained directory: config.json + model.safetensors (torch) or
-    flax_model.msgpack (Flax), and preprocessor_config.json when the config carries one. Torch
-    weights over `max_shard_size` bytes are written as HF shards them: model-00001-of-0000N.safetensors
-    ... and model.safetensors.index.json (the weight map), which every reader here takes back."""
-    if not isinstance(max_shard_size, int) or isinstance(max_shard_size, bool) or max_shard_size < 1:
-        raise ValueError(f"max_shard_size must be a positive number of bytes, got {max_shard_size!r}")
-    if framework not in ("torch", "flax"):
-        raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
-    check_state_dict(state, config, has_classifier(state), "save_hf")
-    with_head = has_classifier(state)
-    state, config = hf_target(state, config)
-    model = families.hf_model(config.extra["model_type"])
-    if framework == "flax" and not model.has_flax:
-        flax_types = [m.backbone.removesuffix("Model") for m in families.HF_MODELS.values() if m.has_flax]
-        raise ValueError(f"HF has Flax models for {', '.join(flax_types)} only, not {model.model_type!r}; "
-                         f"write the torch directory or our Flax .msgpack")
-    # the one conversion this save makes: to the family's HF names (torch) or to the Flax tree
-    theirs = ({k: make() for k, make in to_naming(model.naming, state, config)} if framework == "torch"
-              else torch_to_flax(state, config))
-
-    def fill(tmp: str) -> None:
-        _write_hf_config(tmp, config, with_head)
-        if framework == "torch":
-            shards = _shards({k: np.asarray(v) for k, v in theirs.items()}, max_shard_size)
-            if len(shards) == 1:
-                write_safetensors(os.path.join(tmp, "model.safetensors"), theirs,
-                                  metadata={"format": "pt"}, progress=progress)
-                return
-            weight_map = {}
-            for i, shard in enumerate(shards, 1):
-                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                write_safetensors(os.path.join(tmp, name), shard, metadata={"format": "pt"}, progress=progress)
-                weight_map.update(dict.fromkeys(shard, name))
-            index = {"metadata": {"total_size": sum(a.nbytes for sh in shards for a in sh.values())},
-                     "weight_map": weight_map}
-            atomic_write_text(os.path.join(tmp, "model.safetensors.index.json"),
-                              json.dumps(index, indent=2, sort_keys=True) + "\n")
-        else:
-            write_msgpack(os.path.join(tmp, "flax_model.msgpack"), theirs, progress=progress)
-
-    atomic_directory(directory, fill, overwrite=overwrite)
-
-
-def save_hf_flax(params: Mapping[str, Any], config: ViTConfig, directory: str | os.PathLike, *,
-                 with_head: bool, overwrite: bool = False, progress: Progress | None = None) -> None:
-    """An HF Flax directory from a per-layer Flax params tree. When the config already has its HF
-    family's layout the tree is written as it is, after its names and shapes are checked (no
-    conversion); otherwise it goes once through the canonical state to be laid out."""
-    target = layouts.hf_form(config)
-    if not families.hf_model(target.extra["model_type"]).has_flax \
-            or any(getattr(target, f.name) != getattr(config, f.name)
-                   for f in dataclasses.fields(ViTConfig) if f.compare):
-        save_hf(flax_to_torch(params, config, with_head=with_head), config, directory, framework="flax",
-                overwrite=overwrite, progress=progress)
-        return
-    check_flax_tree(params, config, with_head, "save_hf_flax")
-    if with_head:
-        hf_classifier(config, target.extra["model_type"])
-    tree = dict(unwrap_params(params))
-
-    def fill(tmp: str) -> None:
-        _write_hf_config(tmp, target, with_head)
-        write_msgpack(os.path.join(tmp, "flax_model.msgpack"), tree, progress=progress)
-
-    atomic_directory(directory, fill, overwrite=overwrite)
-
-
-def _write_hf_config(tmp: str, config: ViTConfig, with_head: bool) -> None:
-    """config.json, and preprocessor_config.json when the config carries its preprocessing."""
-    data = hf_config_dict(config, with_head)
-    carried = data.pop("preprocessing", None)  # goes to its own file, as in HF
-    atomic_write_text(os.path.join(tmp, "config.json"), json.dumps(data, indent=2, sort_keys=True) + "\n")
-    if carried is not None:
-        pre = Preprocessing(**carried).to_hf(config)
-        atomic_write_text(os.path.join(tmp, "preprocessor_config.json"),
-                          json.dumps(pre, indent=2, sort_keys=True) + "\n")
-
-
-def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-                    naming: Literal["hf", "timm"] = "hf", config: ViTConfig | None = None,
-                    overwrite: bool = False, progress: Progress | None = None) -> None:
-    """A bare state dict, .safetensors (preferred) or .pt/.pth/.bin, in HF (the family's) or timm
-    naming."""
-    if naming == "timm":
-        state = timm_state(state, config)
-    elif naming == "hf":
-        if config is not None:
-            state = hf_layout(state, config)[0]
-    else:
-        raise ValueError(f"naming must be 'hf' or 'timm', got {naming!r}")
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".safetensors":
-        write_safetensors(path, state, metadata={"format": "pt"}, overwrite=overwrite, progress=progress)
-    elif suffix in TORCH_SUFFIXES:
-        write_torch(path, state, overwrite=overwrite)
-    else:
-        raise ValueError(f"{path}: a state dict is written as .safetensors or "
-                         f"{'/'.join(TORCH_SUFFIXES)}, not {suffix or '(no suffix)'}")
-
-
-def save_msgpack(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
-                 overwrite: bool = False, progress: Progress | None = None) -> None:
-    """A bare Flax params tree (.msgpack), as flax.serialization.to_bytes writes it."""
-    write_msgpack(path, torch_to_flax(state, config), overwrite=overwrite, progress=progress)
-
-
-def save_npz(state: Mapping[str, np.ndarray], config: ViTConfig, path: str | os.PathLike, *,
-             overwrite: bool = False, progress: Progress | None = None) -> None:
-    """Google's vision_transformer .npz layout (readable by its code, timm and big_vision); models it
-    cannot hold (gap / MAP pooling, sincos2d, no [CLS]) in big_vision's layout."""
-    write_npz(path, _npz_items(state, config), overwrite=overwrite, progress=progress)
-
-
-def _plain_head(state: Mapping[str, np.ndarray], config: ViTConfig, target: str) -> None:
-    """timm's and Google's heads read the pooled embedding (DeiT's two: CLS and DIST) only."""
-    if has_classifier(state) and config.classifier_input != "pooled":
-        raise ValueError(f"{target} classifiers read the pooled embedding; this one reads "
-                         f"classifier_input={config.classifier_input!r}: write HF or Flax weights")
-
-
-def _npz_items(state: Mapping[str, np.ndarray], config: ViTConfig) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    _plain_head(state, config, "npz")
-    target = layouts.npz_form(config)
-    if target is config:  # classic ViT: vision_transformer's own layout
-        return to_naming(NPZ, state, config)
-    refusal = big_vision_refusal(config)
-    if refusal is not None:
-        raise ValueError(refusal)
-    return to_naming(BIG_VISION, layouts.relayout(state, config, target), target)
-
-
-def npz_arrays(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
-    """Canonical -> npz names and layouts (vision_transformer's, else big_vision's), in memory."""
-    return {name: make() for name, make in _npz_items(state, config)}
-
-
-def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None) -> dict[str, np.ndarray]:
-    """Canonical -> timm names and layout (registers without position slots, no mask token), in
-    memory."""
-    cfg = config or infer.infer_config(state, square=False)
-    _plain_head(state, cfg, "timm")
-    target = layouts.timm_form(cfg)
-    return {k: make() for k, make in to_naming(TIMM, layouts.relayout(state, cfg, target), target)}

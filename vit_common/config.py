@@ -285,7 +285,7 @@ class ViTConfig:
     def _from_hf_dict(cls, data: Any) -> ViTConfig:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        model_type = data.get("model_type", "vit")
+        model_type = data.get("model_type", families.CLASSIC)
         if not isinstance(model_type, str):
             raise ValueError(f"model_type must be a string, got {type(model_type).__name__}")
         if model_type in families.TWO_TOWERS:  # CLIPModel / SiglipModel: the vision tower's config

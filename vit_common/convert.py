@@ -21,7 +21,14 @@ from vit_common.canonical import (
     to_numpy,
 )
 from vit_common.infer import infer_config
-from vit_common.naming import Naming, Rename, from_naming, identity, their_names, to_naming
+from vit_common.naming import (
+    Naming,
+    Rename,
+    from_naming,
+    identity,
+    their_names,
+    to_naming,
+)
 
 if TYPE_CHECKING:
     from vit_common.config import ViTConfig

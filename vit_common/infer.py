@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 
 import vit_common.families as families
-from vit_common.canonical import ATTENTION_POOL, BACKBONE_PREFIX, CLASSIFIER_KEY, has_classifier
+from vit_common.canonical import (
+    ATTENTION_POOL,
+    BACKBONE_PREFIX,
+    CLASSIFIER_KEY,
+    has_classifier,
+)
 from vit_common.config import SWITCHES, ViTConfig
 
 

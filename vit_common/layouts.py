@@ -94,7 +94,7 @@ def hf_form(config: ViTConfig) -> ViTConfig:
             continue
         if not family.mismatches(candidate):
             return candidate.replace(extra={**candidate.extra, "model_type": model_type})
-    wrong = models["vit"].mismatches(config)
+    wrong = models[families.CLASSIC].mismatches(config)
     raise ValueError(f"no HF model family expresses this ViT ({', '.join(wrong)}); write timm or Flax "
                      f"weights instead")
 
@@ -110,6 +110,6 @@ def hf_family(config: ViTConfig) -> str | None:
 def npz_form(config: ViTConfig) -> ViTConfig:
     """The config as save_npz writes it: classic ViT as it is (vision_transformer's layout), the
     rest in big_vision's (no position slot for [CLS])."""
-    if hf_family(config) == "vit":
+    if hf_family(config) == families.CLASSIC:
         return config
     return config.replace(position_embedding_covers_prefix=False)

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from vit_common.canonical import BACKBONE_PREFIX, TABLE, check_state_dict, has_classifier, to_numpy
+from vit_common.canonical import (
+    BACKBONE_PREFIX,
+    TABLE,
+    check_state_dict,
+    has_classifier,
+    to_numpy,
+)
 from vit_common.formats import blocked_contiguous
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Jit-compiled, batched, data-parallel inference for the Flax twin.
 
     engine = InferenceEngine(model.config, params, batch_size=32, dtype="bfloat16")
-    out = engine(pixels)          # pixels (N, H, W, C), any N -> {"cls": (N, hidden), "logits": ...}
+    out = engine(pixels)          # pixels (N, H, W, C), any N -> {"pooled": (N, hidden), "logits": ...}
 
 One compiled program for one fixed batch shape: the last partial batch is padded and the padding
 dropped from the results, so any N reuses the same executable. Parameters stay float32 and are
@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.convert import is_stacked, unwrap_params
+from vit_common.engines import Outputs, positive_int
 from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 ComputeDtype = Literal["float32", "bfloat16", "float16"]
@@ -49,7 +50,9 @@ def _auto_micro_batch(config: ViTConfig, per_device: int) -> int | None:
 
 
 class InferenceEngine:
-    """CLS embeddings (and logits, when the params hold a classifier) for batches of pixels."""
+    """Pooled embeddings (and logits, when the params hold a classifier) for batches of pixels;
+    vit_torch.InferenceEngine is its twin (same arguments where both frameworks have them, same
+    outputs)."""
 
     def __init__(self, config: ViTConfig, params: Mapping[str, Any], *, batch_size: int = 32,
                  dtype: ComputeDtype = "float32", attention_impl: AttentionImpl = "eager",
@@ -73,6 +76,10 @@ class InferenceEngine:
         step is padded to batch_size (all processes must run the same program)."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if micro_batch is not None and micro_batch != "auto":
+            positive_int(micro_batch, "micro_batch (an int, None or 'auto')")
         params = unwrap_params(params)
         self.config = config
         self.has_head = "classifier" in params
@@ -156,7 +163,7 @@ class InferenceEngine:
         def run(module: Any, x: jax.Array) -> dict[str, jax.Array]:
             vit = module.vit if self.has_head else module
             tokens = vit.forward_features(x)
-            out = {"cls": vit.pool(tokens).astype(jnp.float32)}
+            out = {"pooled": vit.pool(tokens).astype(jnp.float32)}
             if self.has_head:  # DeiT's two heads read the tokens, not the pooled vector
                 out["logits"] = module.head(tokens).astype(jnp.float32)
             return out
@@ -171,9 +178,10 @@ class InferenceEngine:
         self._step.lower(self.params, spec).compile()
         return time.perf_counter() - t
 
-    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """pixels (N, H, W, C) float32 -> {"cls": (N, hidden), "logits": (N, num_labels)} float32,
-        rows in input order. With several processes, N counts this process's images."""
+    def __call__(self, pixels: np.ndarray) -> Outputs:
+        """pixels (N, H, W, C) float32 -> {"pooled": (N, hidden), "logits": (N, num_labels)} float32,
+        rows in input order. With several processes, N counts this process's images. ("cls", the
+        old name of "pooled", still reads it for this release.)"""
         pixels = np.asarray(pixels)
         if pixels.ndim != 4 or pixels.shape[1:] != self.input_shape[1:]:
             raise ValueError(f"expected pixels (N, H, W, C) = (N, {', '.join(map(str, self.input_shape[1:]))}), "
@@ -188,18 +196,18 @@ class InferenceEngine:
                 chunk = np.concatenate([chunk, np.zeros((size - rows, *chunk.shape[1:]), np.float32)])
             x = jax.make_array_from_process_local_data(self.batch_sharding, chunk)
             pending.append((self._step(self.params, x), rows))  # dispatched, not awaited
-        keys = ["cls", "logits"] if self.has_head else ["cls"]
+        keys = ["pooled", "logits"] if self.has_head else ["pooled"]
         if not pending:
-            widths = {"cls": self.config.hidden_size, "logits": self.config.num_labels}
-            return {k: np.zeros((0, widths[k]), np.float32) for k in keys}
-        return {k: np.concatenate([_local_rows(out[k])[:rows] for out, rows in pending]) for k in keys}
+            widths = {"pooled": self.config.hidden_size, "logits": self.config.num_labels}
+            return Outputs({k: np.zeros((0, widths[k]), np.float32) for k in keys})
+        return Outputs({k: np.concatenate([_local_rows(out[k])[:rows] for out, rows in pending]) for k in keys})
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        return self(pixels)["cls"]
+        return self(pixels)["pooled"]
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         if not self.has_head:
-            raise ValueError("these params hold no classifier: use embed() for CLS embeddings")
+            raise ValueError("these params hold no classifier: use embed() for pooled embeddings")
         return self(pixels)["logits"]
 
 

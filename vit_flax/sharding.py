@@ -25,11 +25,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vit_common.convert import flatten_params, is_stacked, unflatten_params, unwrap_params
+from vit_common.convert import (
+    flatten_params,
+    is_stacked,
+    unflatten_params,
+    unwrap_params,
+)
+from vit_flax.training import TrainStep
 
 AXES = ("data", "model")
 
@@ -129,54 +134,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
-class TrainStep:
-    """A jit-compiled training step (softmax cross-entropy, any optax optimizer) whose parameters
-    and optimizer state keep their shardings: step(params, opt_state, pixels, labels) ->
-    (params, opt_state, loss). `init(params)` makes the optimizer state, sharded like them."""
-
-    def __init__(self, model: Any, tx: Any, mesh: Mesh) -> None:
-        import optax
-
-        self.model, self.tx, self.mesh = model, tx, mesh
-
-        def step(params: Any, opt_state: Any, pixels: jax.Array, labels: jax.Array, rng: jax.Array) -> Any:
-            def loss_fn(p: Any) -> jax.Array:
-                logits = model.apply({"params": p}, pixels, train=True, rngs={"dropout": rng})
-                return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        self._step = step
-        self._compiled: dict[Any, Any] = {}
-
-    def init(self, params: Any) -> Any:
-        """The optimizer state: moments sharded like the params, counters replicated on the mesh."""
-        state = jax.jit(self.tx.init)(params)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-
-        def on_mesh(a: jax.Array) -> jax.Array:
-            sharding = getattr(a, "sharding", None)
-            if isinstance(sharding, NamedSharding) and sharding.mesh == self.mesh:
-                return a
-            return jax.device_put(a, replicated)
-
-        return jax.tree_util.tree_map(on_mesh, state)
-
-    def __call__(self, params: Any, opt_state: Any, pixels: Any, labels: Any,
-                 rng: jax.Array | None = None) -> tuple[Any, Any, jax.Array]:
-        shard = batch_sharding(self.mesh)
-        keep = (jax.tree_util.tree_map(lambda a: a.sharding, params),
-                jax.tree_util.tree_map(lambda a: a.sharding, opt_state))
-        key = jax.tree_util.tree_structure(keep)
-        if key not in self._compiled:
-            self._compiled[key] = jax.jit(self._step, out_shardings=(*keep, NamedSharding(self.mesh, PartitionSpec())))
-        x = jax.device_put(jnp.asarray(pixels, jnp.float32), shard)
-        y = jax.device_put(jnp.asarray(labels), shard)
-        rng = rng if rng is not None else jax.random.PRNGKey(0)
-        return self._compiled[key](params, opt_state, x, y, rng)
-
-
 def make_train_step(model: Any, tx: Any, mesh: Mesh) -> TrainStep:
+    """The training step (vit_flax.training.TrainStep) keeping the shardings of this mesh."""
     return TrainStep(model, tx, mesh)

@@ -64,19 +64,80 @@ def load_sharded_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optim
                             path: str) -> None:
     """Restore what save_sharded_checkpoint wrote onto `model` (and `optimizer`), in place, whatever
     their sharding now: another world size, FSDP2 or DDP, or one process without a process group.
-    torch.distributed.checkpoint's `.metadata` file is a pickle: load only checkpoints you wrote."""
+    torch.distributed.checkpoint's `.metadata` file is a pickle: it is first read with an allow-list
+    of the checkpoint metadata classes (as torch.load(weights_only=True) reads weights), so a file
+    that would run code is refused before torch reads it. Garbage metadata, a truncated shard or
+    another model's checkpoint is one ValueError naming the directory."""
     import os
     import warnings
 
     from torch.distributed.checkpoint import load
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    if not os.path.isfile(os.path.join(path, ".metadata")):
+    metadata = os.path.join(path, ".metadata")
+    if not os.path.isfile(metadata) or os.path.islink(metadata):
         raise FileNotFoundError(f"{path} is not a torch.distributed.checkpoint directory (no .metadata)")
+    check_metadata(metadata)
     model_state, optim_state = get_state_dict(model, optimizer if optimizer is not None else [])
     state = {"model": model_state} | ({"optimizer": optim_state} if optimizer is not None else {})
-    with warnings.catch_warnings():  # one process without a process group is a use we document
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        load(state, checkpoint_id=path)
-    set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
-                   optim_state_dict=state.get("optimizer", {}))
+    try:
+        with warnings.catch_warnings():  # one process without a process group is a use we document
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            load(state, checkpoint_id=path)
+        set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
+                       optim_state_dict=state.get("optimizer", {}))
+    except (CheckpointException, RuntimeError, ValueError, KeyError, OSError, EOFError) as e:
+        first = _first_line(e)
+        raise ValueError(f"{path}: not a readable sharded checkpoint of this model ({type(e).__name__}: "
+                         f"{first})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    for line in text.splitlines():  # CheckpointException's message is a nested traceback: its last error
+        if "Error" in line and ":" in line:
+            text = line
+    return text.splitlines()[-1][:300] if text else "unreadable"
+
+
+# what a torch.distributed.checkpoint .metadata pickle may name: its metadata classes, torch's
+# Size, dtypes and layouts, paths; anything else is refused before torch unpickles the file
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata",)
+_METADATA_GLOBALS = {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+                     ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+                     ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
+                     ("pathlib", "PureWindowsPath"), ("pathlib", "Path")}
+MAX_METADATA_BYTES = 256 * 2**20
+
+
+def check_metadata(path: str) -> None:
+    """Read a DCP `.metadata` pickle with the allow-list; a ValueError names anything else."""
+    import importlib
+    import io
+    import os
+    import pickle
+
+    if os.path.getsize(path) > MAX_METADATA_BYTES:
+        raise ValueError(f"{path}: checkpoint metadata over {MAX_METADATA_BYTES // 2**20} MiB")
+
+    class Refused(pickle.UnpicklingError):
+        pass
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module in _METADATA_MODULES or (module, name) in _METADATA_GLOBALS:
+                return getattr(importlib.import_module(module), name)
+            if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+                return getattr(torch, name)
+            raise Refused(f"{module}.{name} is not checkpoint metadata")
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        Restricted(io.BytesIO(data)).load()
+    except Refused as e:
+        raise ValueError(f"{path}: refusing to read the checkpoint metadata: {e} (a metadata pickle "
+                         f"names only torch.distributed.checkpoint's classes)") from None
+    except Exception as e:  # garbage: EOFError, struct errors, bad opcodes, ...
+        raise ValueError(f"{path}: not checkpoint metadata ({type(e).__name__}: {str(e)[:200]})") from None

@@ -32,6 +32,7 @@ CLASSIFIER_INPUTS: dict[str, str] = {cls: head for m in HF_MODELS.values() for h
 PRESETS: dict[str, Fields] = {name: fields for f in FAMILIES for name, fields in f.presets.items()}
 PROCESSORS: dict[str, Fields] = {name: fields for f in FAMILIES for name, fields in f.processors.items()}
 DEFAULT_PRESET = "imagenet"  # classic ViT's, for a config that no family marks
+CLASSIC = "vit"  # the model type of classic ViT: what a config.json without model_type is (HF's default)
 
 
 def family(name: str) -> Family:
@@ -78,7 +79,7 @@ def hf_model_of(config: ViTConfig) -> HFModel:
     stated = config.extra.get("model_type")
     if stated in HF_MODELS:
         return HF_MODELS[stated]
-    return next((m for m in HF_MODELS.values() if not m.mismatches(config)), HF_MODELS["vit"])
+    return next((m for m in HF_MODELS.values() if not m.mismatches(config)), HF_MODELS[CLASSIC])
 
 
 def preset_name(config: ViTConfig) -> str:

@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 
 from vit_common.canonical import ATTENTION_POOL, LAYER
-from vit_common.families.base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, Family, Fields
+from vit_common.families.base import (
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    Family,
+    Fields,
+)
 from vit_common.naming import Naming, Rename
 
 _L, _P = LAYER, ATTENTION_POOL

@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from vit_common.canonical import ATTENTION_POOL
-from vit_common.families.base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, Family, Fields, HFModel
+from vit_common.families.base import (
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    Family,
+    Fields,
+    HFModel,
+)
 from vit_common.families.clip import RENAMED, TOWER_SIZES, clip_layers
 from vit_common.naming import Naming, Rename
 

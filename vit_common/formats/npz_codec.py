@@ -16,6 +16,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
@@ -25,6 +26,11 @@ from vit_common.fileio import atomic_write, open_regular, regular_file_size
 
 MAX_MEMBERS = 100_000
 MAX_INFLATE_RATIO = 1100  # deflate cannot expand data more than 1032x
+# float weights barely compress (~1.1x); only constant arrays (a zero bias) compress far. What all
+# compressed members may inflate to, together: this many times their compressed bytes, plus a slack
+# for such small constant arrays. A bomb is refused when the archive is opened, before inflating.
+MAX_TOTAL_INFLATE_RATIO = 16
+INFLATE_SLACK = 64 * 2**20
 _MAX_NPY_HEADER = 65_536
 _READ_CHUNK = 16 * 2**20
 
@@ -36,6 +42,7 @@ class _Member:
     dtype: np.dtype
     fortran: bool
     data_offset: int  # in the archive (stored members) or in the inflated member
+    member_start: int  # where the member's bytes start in the archive (stored members)
 
 
 class NpzArchive(Mapping):
@@ -58,6 +65,12 @@ class NpzArchive(Mapping):
                         if name in self.members:
                             raise ValueError(f"array {name!r} is stored twice")
                         self.members[name] = self._member(f, zf, info)
+                    packed = [m.info for m in self.members.values() if m.info.compress_type != zipfile.ZIP_STORED]
+                    inflated, deflated = sum(i.file_size for i in packed), sum(i.compress_size for i in packed)
+                    if inflated > MAX_TOTAL_INFLATE_RATIO * deflated + INFLATE_SLACK:
+                        raise ValueError(f"its compressed members claim to inflate {deflated:,} bytes to "
+                                         f"{inflated:,} ({inflated / max(deflated, 1):,.0f}x): weights do not "
+                                         f"compress like that (a decompression bomb?)")
             except ValueError as e:
                 raise ValueError(f"{self.path}: not a usable .npz archive ({e})") from None
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, struct.error,
@@ -84,19 +97,19 @@ class NpzArchive(Mapping):
                 raise ValueError(f"{where} claims {info.file_size:,} bytes past the end of the file")
             f.seek(start)
             shape, dtype, fortran, header = _npy_header(f, where)
-            offset = start + header
+            offset, member_start = start + header, start
         else:
             if info.file_size > MAX_INFLATE_RATIO * max(info.compress_size, 1):
                 raise ValueError(f"{where} claims to inflate {info.compress_size:,} bytes to "
                                  f"{info.file_size:,} (over {MAX_INFLATE_RATIO}x)")
             with zf.open(info) as stream:
                 shape, dtype, fortran, header = _npy_header(stream, where)
-            offset = header
+            offset, member_start = header, -1
         need = math.prod(shape) * dtype.itemsize
         if need != info.file_size - header:
             raise ValueError(f"{where}: its header claims {shape} {dtype} ({need:,} bytes) but the "
                              f"member holds {info.file_size - header:,} bytes of data")
-        return _Member(info, shape, dtype, fortran, offset)
+        return _Member(info, shape, dtype, fortran, offset, member_start)
 
     def __getitem__(self, name: str) -> np.ndarray:
         m = self.members[name]
@@ -117,6 +130,7 @@ class NpzArchive(Mapping):
         if count == 0:
             return np.empty(m.shape, m.dtype, order=order)
         if m.info.compress_type == zipfile.ZIP_STORED:
+            self._check_crc(m)
             return np.memmap(self.path, dtype=m.dtype, mode="r", offset=m.data_offset,
                              shape=m.shape, order=order)
         with open_regular(self.path, ".npz file") as f, zipfile.ZipFile(f) as zf, \
@@ -129,7 +143,23 @@ class NpzArchive(Mapping):
                 if not chunk:
                     raise ValueError(f"truncated: {len(buf):,} of {need:,} bytes")
                 buf += chunk
+            if stream.read(1):  # reading to the end makes zipfile check the member's CRC-32
+                raise ValueError("more data than its header claims")
         return np.frombuffer(buf, dtype=m.dtype).reshape(m.shape, order=order)
+
+    def _check_crc(self, m: _Member) -> None:
+        """A stored member's CRC-32 against the archive's directory (zipfile checks a compressed
+        member's as it inflates it)."""
+        crc, left = 0, m.info.file_size
+        with open_regular(self.path, ".npz file") as f:
+            f.seek(m.member_start)
+            while left:
+                chunk = f.read(min(_READ_CHUNK, left))
+                if not chunk:
+                    raise ValueError("truncated")
+                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+        if crc != m.info.CRC:
+            raise ValueError(f"its CRC-32 is {crc:08x}, the archive says {m.info.CRC:08x}: the file is damaged")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.members)

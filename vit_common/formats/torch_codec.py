@@ -14,6 +14,8 @@ import numpy as np
 
 from vit_common.fileio import atomic_write, open_regular
 
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # what torch.save files are called
+
 
 def read_torch(path: str | os.PathLike) -> Any:
     """The unpickled object (tensors and plain containers only)."""
