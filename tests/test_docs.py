@@ -35,9 +35,42 @@ def test_the_snippet_finder_can_fail() -> None:
     assert [m.group(1) for m in FENCE.finditer(page)] == ["x = 1\n"]
 
 
-@pytest.mark.parametrize("name, code", SNIPPETS, ids=[n for n, _ in SNIPPETS])
-def test_snippet_runs_as_written(name: str, code: str, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                           "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
-    assert out.returncode == 0, f"{name} failed:\n{out.stderr[-3000:]}"
+# Snippets that set up the process (XLA_FLAGS before jax is imported) run alone; the others share
+# one interpreter (imports paid once), each in its own namespace and its own empty directory.
+RUNNER = """
+import json, os, sys, tempfile, traceback
+failed = {}
+for name, code in json.loads(sys.stdin.read()):
+    os.chdir(tempfile.mkdtemp())
+    try:
+        exec(compile(code, name, "exec"), {"__name__": "__main__"})
+    except BaseException:
+        failed[name] = traceback.format_exc()[-3000:]
+print(json.dumps(failed))
+"""
+
+
+def _alone(code: str) -> bool:
+    return "XLA_FLAGS" in code
+
+
+GROUPS = [[s] for s in SNIPPETS if _alone(s[1])] + [[s for s in SNIPPETS if not _alone(s[1])]]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: g[0][0] if len(g) == 1 else f"{len(g)}-snippets")
+def test_snippets_run_as_written(group: list[tuple[str, str]], tmp_path: Path) -> None:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(group), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=900,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+                              "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    failed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not failed, "\n".join(f"{name} failed:\n{tb}" for name, tb in failed.items())
+
+
+def test_a_failing_snippet_is_reported(tmp_path: Path) -> None:
+    test_snippets_run_as_written([("ok", "x = 1\n")], tmp_path)
+    with pytest.raises(AssertionError, match="bad failed"):
+        test_snippets_run_as_written([("ok", "x = 1\n"), ("bad", "undefined_name\n")], tmp_path)

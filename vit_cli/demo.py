@@ -4,6 +4,7 @@ by component, that they compute the same function; then time both."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, seed: int,
-             out: Callable[[str], Any] = print) -> int:
+             out: Callable[[str], Any] = functools.partial(print, flush=True)) -> int:
     import jax
     import torch
 
@@ -119,6 +120,9 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
     # Throughput: torch eager vs the jit-compiled flax apply, same batch of the same image.
     x_pt_b = x_pt.expand(batch_size, -1, -1, -1).contiguous()
     x_fx_b = jax.numpy.broadcast_to(x_fx, (batch_size, *x_fx.shape[1:]))
+    out("")
+    out(f"timing: compiling the Flax forward for batch {batch_size}, then per framework one warm-up "
+        f"and {iters} timed batches of {batch_size} (about {2 * (iters + 1) * batch_size} forward passes) ...")
     t0 = time.perf_counter()
     compiled = jax.jit(fx.apply).lower({"params": params}, x_fx_b).compile()
     compile_s = time.perf_counter() - t0
@@ -133,7 +137,6 @@ def run_demo(config: ViTConfig, image: str | None, batch_size: int, iters: int, 
     with torch.no_grad():
         torch_ips = timed(lambda: pt(x_pt_b))
     flax_ips = timed(lambda: compiled({"params": params}, x_fx_b).block_until_ready())
-    out("")
     out(f"jit compile (flax, batch {batch_size}): {compile_s:.1f} s")
     out(f"throughput, batch {batch_size}, fp32, {jax.devices()[0].platform}: torch eager "
         f"{torch_ips:.2f} img/s, flax jit {flax_ips:.2f} img/s ({flax_ips / torch_ips:.2f}x torch)")

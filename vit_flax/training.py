@@ -53,6 +53,12 @@ class TrainStep:
         self._step = step
         self._compiled: dict[Any, Any] = {}
 
+    def lower(self, params: Any, opt_state: Any, pixels: Any, labels: Any, rng: jax.Array | None = None) -> Any:
+        """The one-device step lowered for these shapes (`.compile()`, `.memory_analysis()`: what the
+        scale benchmark measures); call the compiled step with (params, opt_state, pixels, labels, rng)."""
+        rng = rng if rng is not None else jax.random.PRNGKey(0)
+        return jax.jit(self._step).lower(params, opt_state, jnp.asarray(pixels, jnp.float32), jnp.asarray(labels), rng)
+
     def init(self, params: Any) -> Any:
         state = jax.jit(self.tx.init)(params)
         if self.mesh is None:
