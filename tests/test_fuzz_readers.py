@@ -189,3 +189,64 @@ def test_npz_members_whose_headers_claim_anything(tmp_path, claim: dict, member:
                 data = header.getvalue() + data[128:]
             zout.writestr(info.filename, data)
     _load_or_value_error(path, path)
+
+
+# --- the training-state readers: torch's train-state file and orbax's checkpoint folder -----------
+
+@cache
+def _train_states() -> tuple[Path, Path]:
+    """A valid torch train-state file and a valid orbax checkpoint folder, built once."""
+    import jax.numpy as jnp
+    import torch
+
+    import vit_torch
+    from vit_flax.training import save_train_state as save_flax
+    from vit_torch.training import cosine_schedule
+    from vit_torch.training import save_train_state as save_torch
+
+    directory = Path(tempfile.mkdtemp(prefix="fuzz-train-"))
+    torch.manual_seed(0)
+    model = vit_torch.ViTForImageClassification(CFG)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    save_torch(directory / "state.pt", model, opt, cosine_schedule(opt, 10), 3)
+    save_flax(directory / "orbax", {"w": jnp.arange(64.0)}, {"mu": jnp.zeros(64)}, 3)
+    return directory / "state.pt", directory / "orbax"
+
+
+@FUZZ
+@given(ops=st.lists(mutation, min_size=1, max_size=3))
+def test_mutated_torch_train_state(ops: list[tuple], tmp_path_factory) -> None:
+    import torch
+
+    import vit_torch
+    from vit_torch.training import cosine_schedule, restore_train_state
+
+    valid, _ = _train_states()
+    path = tmp_path_factory.mktemp("t") / "state.pt"
+    path.write_bytes(_mutate(valid.read_bytes(), ops))
+    model = vit_torch.ViTForImageClassification(CFG)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    try:
+        assert restore_train_state(path, model, opt, cosine_schedule(opt, 10)) >= 0
+    except ValueError as e:
+        assert str(path) in str(e)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(mutation, min_size=1, max_size=2), pick=st.integers(0, 2**16))
+def test_mutated_orbax_folder(ops: list[tuple], pick: int, tmp_path_factory) -> None:
+    import jax.numpy as jnp
+
+    from vit_flax.training import restore_train_state
+
+    _, valid = _train_states()
+    folder = tmp_path_factory.mktemp("o") / "orbax"
+    shutil.copytree(valid, folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    target = files[pick % len(files)]
+    target.write_bytes(_mutate(target.read_bytes(), ops))
+    try:
+        restore_train_state(folder, {"w": jnp.zeros(64)}, {"mu": jnp.zeros(64)})
+    except ValueError as e:
+        assert str(folder) in str(e)

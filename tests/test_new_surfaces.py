@@ -337,3 +337,17 @@ def test_finetune_refuses_a_checkpoint_directory_of_user_files_before_training(t
     assert main(args + ["--force"]) == 2  # and never a user's file, even with --force
     assert (user / "mine.txt").read_text() == "keep me"
     assert not (tmp_path / "run" / "history.json").exists()
+
+
+@pytest.mark.slow
+def test_compiled_torch_engine_runs_few_shapes_and_the_same_numbers() -> None:
+    """compile=True: short batches padded to power-of-two buckets (rows in order, padding dropped),
+    the same outputs as the eager engine."""
+    model = _torch_model()
+    x = np.random.default_rng(0).normal(size=(11, 16, 16, 3)).astype(np.float32)
+    eager = vit_torch.InferenceEngine(CFG, model.state_dict(), batch_size=8)
+    compiled = vit_torch.InferenceEngine(CFG, model.state_dict(), batch_size=8, compile=True)
+    assert [compiled._bucket(n) for n in (1, 3, 5, 8)] == [1, 4, 8, 8]
+    a, b = eager(x), compiled(x)
+    for k in a:
+        assert float(np.abs(a[k] - b[k]).max()) <= 1e-5, k
