@@ -135,14 +135,14 @@ def main() -> None:
         npz_in = os.path.join(work, "in.npz")
         for target in args.targets.split(","):
             dst = os.path.join(work, dsts[target])
-            argv = ["vit_cli.convert", src, "-o", dst, "--to", target, "--config", args.preset, "--quiet"]
+            argv = ["vit_cli.convert_tool", src, "-o", dst, "--to", target, "--config", args.preset, "--quiet"]
             jobs.append((f"vit-convert --to {target}", "-m", argv, dst))
             library = {"flax": ("flax.serialization.to_bytes", LIB_FLAX),
                        "npz": ("numpy.savez", LIB_NPZ)}.get(target)
             if library:
                 jobs.append((f"  same via {library[0]}", library[1], [src, dst, args.preset], dst))
             if target == "npz":  # reading back: numpy.load vs the checked, memory-mapped reader
-                measure("-m", ["vit_cli.convert", src, "-o", npz_in, "--config", args.preset, "--quiet"])
+                measure("-m", ["vit_cli.convert_tool", src, "-o", npz_in, "--config", args.preset, "--quiet"])
                 jobs += [("  read all via numpy.load", READ_NUMPY, [npz_in], ""),
                          ("  read all via npz_codec", READ_OURS, [npz_in], "")]
         # round robin, best of --repeat: drift on a shared machine hits every row alike

@@ -16,7 +16,7 @@ import transformers
 import vit_flax
 import vit_torch
 from parity_tests.twins import TOLERANCE, max_diff, perturb_torch
-from vit_cli.convert import main as convert_main
+from vit_cli.convert_tool import main as convert_main
 from vit_common.config import ViTConfig
 from vit_common.convert import torch_to_flax
 from vit_common.resample import bicubic_matrix, resize_pos_embed, resize_state

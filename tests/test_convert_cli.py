@@ -13,7 +13,7 @@ import torch
 import transformers
 
 import vit_torch
-from vit_cli.convert import main as convert_main
+from vit_cli.convert_tool import main as convert_main
 from vit_common import layouts
 from vit_common.checkpoints import load_checkpoint, save_state_dict
 from vit_common.checkpoints import timm_state as to_timm

@@ -21,7 +21,7 @@ from PIL import Image
 from tests import hostile
 from tests.hostile import CFG
 from vit_cli.common import EXIT_INTERRUPTED, run
-from vit_cli.convert import main as convert_main
+from vit_cli.convert_tool import main as convert_main
 from vit_cli.embed import main as embed_main
 from vit_common import checkpoints, fileio
 from vit_common.checkpoints import load_checkpoint
@@ -327,11 +327,11 @@ def test_special_files_are_refused_by_type(tmp_path) -> None:
 def test_cli_exit_2_without_traceback(tmp_path) -> None:
     src = hostile.write("safetensors", tmp_path)
     for args in (["--image-size", "80000"], ["--tolerance", "nan"], ["--config", "Z/99"]):
-        out = subprocess.run([sys.executable, "-m", "vit_cli.convert", str(src), "-o",
+        out = subprocess.run([sys.executable, "-m", "vit_cli.convert_tool", str(src), "-o",
                               str(tmp_path / "o.safetensors"), *args],
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
-    out = subprocess.run([sys.executable, "-m", "vit_cli.convert", str(src), "-o",
+    out = subprocess.run([sys.executable, "-m", "vit_cli.convert_tool", str(src), "-o",
                           str(tmp_path / "o.safetensors"), "--config", "B/16"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "does not fit" in out.stderr and "Traceback" not in out.stderr

@@ -288,7 +288,7 @@ def test_from_timm_refuses_absurd_numbers_by_name(name: str, kwargs: dict, words
 
 
 def test_a_400_digit_shard_size_is_exit_2(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "vit_cli.convert", str(tmp_path / "x.safetensors"), "-o",
+    out = subprocess.run([sys.executable, "-m", "vit_cli.convert_tool", str(tmp_path / "x.safetensors"), "-o",
                           str(tmp_path / "y"), "--max-shard-size", "9" * 400], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "--max-shard-size" in out.stderr
