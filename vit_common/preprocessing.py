@@ -346,8 +346,8 @@ def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
                      std: Sequence[float] | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image -> float32 (H, W, C), no batch dimension.
 
-    Settings: `preset` (a PIPELINES name: "imagenet", "inception", "clip", "siglip",
-    "dinov2", "deit") else the config's carried preprocessing else its family's preset; then
+    Settings: `preset` (a PIPELINES name: one of the families' presets, vit_common.families.PRESETS)
+    else the config's carried preprocessing else its family's preset; then
     `resample`, `crop_pct`, `mean`, `std` override single fields.
     """
     if preset is not None and preset not in PIPELINES:
