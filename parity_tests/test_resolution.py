@@ -23,7 +23,8 @@ from vit_common.resample import bicubic_matrix, resize_pos_embed, resize_state
 
 CFG = ViTConfig(hidden_size=48, num_attention_heads=3, num_hidden_layers=2, intermediate_size=96,
                 image_size=24, patch_size=6, num_labels=5)
-SIZES = [(36, 36), (18, 42), (12, 12), (6, 30), (24, 24)]
+# off the patch grid too (25 x 31, 13 x 20): floor(size / 6) patches, the remainder pixels dropped, as HF
+SIZES = [(36, 36), (18, 42), (12, 12), (6, 30), (24, 24), (25, 31), (13, 20)]
 
 
 def _x(h: int, w: int, dtype=np.float32, seed: int = 0):
@@ -72,16 +73,43 @@ def test_twins_agree_at_other_sizes(dtype: str) -> None:
         assert max_diff(want, got) <= TOLERANCE[dtype], (h, w)
 
 
-def test_sizes_off_the_patch_grid_are_refused() -> None:
+def test_sizes_under_one_patch_are_refused() -> None:
     pt = vit_torch.VisionTransformer(CFG)
-    with pytest.raises(ValueError, match="multiples of the patch size 6"):
-        pt(torch.zeros(1, 3, 25, 24), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="at least the patch size 6"):
+        pt(torch.zeros(1, 3, 5, 24), interpolate_pos_encoding=True)
     with pytest.raises(ValueError, match=r"got \(1, 3, 36, 36\)"):
         pt(torch.zeros(1, 3, 36, 36))  # without the flag, only the config's size
     fx = vit_flax.VisionTransformer(CFG)
     params = fx.init(__import__("jax").random.key(0), jnp.zeros((1, 24, 24, 3), jnp.float32))
-    with pytest.raises(ValueError, match="multiples of the patch size 6"):
-        fx.apply(params, jnp.zeros((1, 24, 20, 3), jnp.float32), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="at least the patch size 6"):
+        fx.apply(params, jnp.zeros((1, 24, 4, 3), jnp.float32), interpolate_pos_encoding=True)
+
+
+@pytest.mark.parametrize("twin", ["torch", "flax"])
+def test_remainder_pixels_are_dropped(twin: str) -> None:
+    """A size off the patch grid is the image cropped to floor(size / p) patches (bottom and right
+    pixels dropped), in a config (So400m/14 at 384) and at run time."""
+    config = CFG.replace(image_size=(27, 29))  # 4 x 4 patches of 6, 3 and 5 pixels left over
+    assert config.grid_size == (4, 4) and config.num_patches == 16
+    x = np.random.default_rng(4).normal(size=(2, 27, 29, 3)).astype(np.float32)
+    crop = x[:, :24, :24]
+    if twin == "torch":
+        torch.manual_seed(4)
+        pt = vit_torch.ViTForImageClassification(config).eval()
+        perturb_torch(pt, 4)
+        with torch.no_grad():
+            full = pt(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+            cropped = pt(torch.from_numpy(crop.transpose(0, 3, 1, 2).copy()), interpolate_pos_encoding=True)
+            shifted = pt(torch.from_numpy(np.roll(x, 1, axis=1).transpose(0, 3, 1, 2).copy()))
+    else:
+        fx = vit_flax.ViTForImageClassification(config)
+        params = fx.init(__import__("jax").random.key(4), jnp.asarray(x))
+        full = fx.apply(params, jnp.asarray(x))
+        cropped = fx.apply(params, jnp.asarray(crop), interpolate_pos_encoding=True)
+        shifted = fx.apply(params, jnp.asarray(np.roll(x, 1, axis=1)))
+    full, cropped, shifted = (np.asarray(a) for a in (full, cropped, shifted))
+    assert np.abs(full - cropped).max() <= 1e-6
+    assert np.abs(full - shifted).max() > 1e-3  # the kept pixels are the top-left ones
 
 
 def test_permanent_resize_equals_run_time_resize(tmp_path) -> None:
@@ -108,5 +136,5 @@ def test_vit_convert_image_size(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "resampled to image size 36" in out and "verify: OK" in out
     assert vit_torch.from_pretrained(tmp_path / "dst").config.image_size == 36
-    assert convert_main([str(tmp_path / "src"), "-o", str(tmp_path / "bad"), "--image-size", "35"]) == 2
-    assert "divisible by patch_size" in capsys.readouterr().err
+    assert convert_main([str(tmp_path / "src"), "-o", str(tmp_path / "bad"), "--image-size", "5"]) == 2
+    assert "at least patch_size" in capsys.readouterr().err

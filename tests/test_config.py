@@ -14,7 +14,7 @@ from vit_common.config import MODEL_PRESETS, ViTConfig
     ("num_attention_heads", -1, "num_attention_heads"),
     ("num_hidden_layers", 1.5, "num_hidden_layers"),
     ("intermediate_size", True, "intermediate_size"),
-    ("image_size", 225, "divisible by patch_size"),
+    ("image_size", 15, "at least patch_size"),
     ("image_size", (224, 0), "image_size"),
     ("image_size", (224, 224, 3), "image_size"),
     ("patch_size", 0, "patch_size"),

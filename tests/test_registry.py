@@ -17,7 +17,7 @@ from vit_common.naming import KINDS, Naming
 from vit_common.preprocessing import PIPELINES, Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_FAMILIES = ("vit", "deit", "dinov2", "clip", "siglip", "timm", "google")
+SOURCE_FAMILIES = ("vit", "deit", "dinov2", "clip", "siglip", "timm", "google", "open_clip")
 
 
 def test_one_module_per_source_family() -> None:
@@ -27,6 +27,10 @@ def test_one_module_per_source_family() -> None:
     for name in SOURCE_FAMILIES:  # each module holds its family
         module = __import__(f"vit_common.families.{name}", fromlist=["FAMILY"])
         assert module.FAMILY is families.family(name)
+
+
+def family_module(name: str):
+    return __import__(f"vit_common.families.{name}", fromlist=["FAMILY"])
 
 
 @pytest.mark.parametrize("family", families.FAMILIES, ids=lambda f: f.name)
@@ -56,6 +60,13 @@ def test_every_family_has_every_part(family: families.Family) -> None:
             assert model.classifiers[config.classifier_input] in str(written["architectures"])
     elif family.name == "timm":
         assert ViTConfig.from_timm("vit_small_patch16_224").hidden_size == 384
+    elif family.name == "open_clip":
+        fields, pre = family_module("open_clip").config_fields(
+            {"model_cfg": {"embed_dim": 16, "vision_cfg": {"width": 32, "layers": 2, "patch_size": 8,
+                                                          "image_size": 32, "head_width": 16}}})
+        config = ViTConfig(**fields)
+        assert (config.num_attention_heads, config.projection_size, pre) == (2, 16, None)
+        assert family_module("open_clip").model_cfg(config)["vision_cfg"]["head_width"] == 16
     elif family.name == "google":
         assert family.file_preset in PIPELINES
     else:

@@ -51,6 +51,12 @@ def _is_map(c: ViTConfig) -> bool:
     return c.pooling == "map"
 
 
+def _classifier_width(c: ViTConfig) -> int:
+    """What the classifier reads: the pooled output (projected when there is a projection), one
+    token, the patch mean, or [CLS] beside the patch mean."""
+    return {"pooled": c.pooled_size, "cls_patch_mean": 2 * c.hidden_size}.get(c.classifier_input, c.hidden_size)
+
+
 ATTENTION_POOL = "attention_pool."  # the MAP head
 _P = ATTENTION_POOL
 LAYER = "encoder.layer.{i}."  # "{i}": the layer index
@@ -88,11 +94,13 @@ TABLE: tuple[Rule, ...] = (
     _norm(_P + "layernorm", when=_is_map),
     _linear(_P + "intermediate.dense", lambda c: (c.intermediate_size, c.hidden_size), when=_is_map),
     _linear(_P + "output.dense", lambda c: (c.hidden_size, c.intermediate_size), when=_is_map),
+    # CLIP's visual_projection / open_clip's visual.proj, after the pooled embedding
+    _linear("projection", lambda c: (c.projection_size, c.hidden_size), has_bias=lambda c: False,
+            when=lambda c: c.projection_size > 0),
 )
 # ViTForImageClassification: the backbone under "vit." plus this head.
 HEADS: tuple[Rule, ...] = (
-    _linear("classifier", lambda c: (c.num_labels, c.hidden_size * (2 if c.classifier_input == "cls_patch_mean"
-                                                                    else 1))),
+    _linear("classifier", lambda c: (c.num_labels, _classifier_width(c))),
     _linear("distillation_classifier", lambda c: (c.num_labels, c.hidden_size),
             when=lambda c: c.distillation_token and c.classifier_input == "pooled"))
 BACKBONE_PREFIX = "vit."

@@ -51,7 +51,7 @@ from vit_common.formats.torch_codec import TORCH_SUFFIXES, read_torch
 from vit_common.naming import detect_naming, from_naming
 from vit_common.preprocessing import PIPELINES, Preprocessing
 
-Format = Literal["hf", "hf-flax", "safetensors", "torch", "msgpack", "npz"]
+Format = Literal["hf", "hf-flax", "timm-hub", "open_clip", "safetensors", "torch", "msgpack", "npz"]
 Progress = Callable[[int], Any]  # called with the number of bytes just written
 
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -69,17 +69,21 @@ from vit_common.writers import (  # noqa: E402  (the writers, beside the readers
     hf_layout,
     hf_target,
     npz_arrays,
+    open_clip_state,
     save_hf,
     save_hf_flax,
     save_msgpack,
     save_npz,
+    save_open_clip,
     save_state_dict,
+    save_timm_hub,
     timm_state,
 )
 
 __all__ = ["Checkpoint", "UnsupportedCheckpoint", "load_checkpoint", "detect_format", "read_msgpack",
            "MAX_SHARD_SIZE", "TORCH_SUFFIXES", "hf_classifier", "hf_config_dict", "hf_layout", "hf_target",
-           "npz_arrays", "save_hf", "save_hf_flax", "save_msgpack", "save_npz", "save_state_dict", "timm_state"]
+           "npz_arrays", "open_clip_state", "save_hf", "save_hf_flax", "save_msgpack", "save_npz", "save_open_clip",
+           "save_state_dict", "save_timm_hub", "timm_state"]
 
 
 @dataclasses.dataclass
@@ -110,6 +114,9 @@ def detect_format(path: str | os.PathLike) -> tuple[Format, str]:
     if not os.path.lexists(path):
         raise ValueError(f"{path}: no such file or directory")
     if os.path.isdir(path):
+        hub = _hub_folder(path)
+        if hub is not None:
+            return hub
         for name in HF_WEIGHTS:
             if os.path.lexists(os.path.join(path, name)):
                 fmt: Format = "hf-flax" if name.endswith(".msgpack") else "hf"
@@ -123,6 +130,44 @@ def detect_format(path: str | os.PathLike) -> tuple[Format, str]:
                          f"directory (HF save_pretrained) or a .safetensors, "
                          f"{', '.join(TORCH_SUFFIXES)}, .npz or .msgpack file")
     return formats[suffix], path
+
+
+def _hub_folder(path: str) -> tuple[Format, str] | None:
+    """A timm hub folder (timm's config.json beside its weights) or an open_clip one; None for
+    anything else (an HF directory)."""
+    config_json = os.path.join(path, "config.json")
+    if os.path.lexists(os.path.join(path, families.open_clip.CONFIG)):
+        kind: Format = "open_clip"
+        names = families.open_clip.WEIGHTS
+    elif os.path.lexists(config_json) and families.timm.is_hub_config(read_json(config_json, "config.json")):
+        kind, names = "timm-hub", families.timm.HUB_WEIGHTS
+    else:
+        return None
+    for name in names:
+        if os.path.lexists(os.path.join(path, name)):
+            return kind, os.path.join(path, name)
+    what = "a timm hub folder (timm's config.json)" if kind == "timm-hub" else "an open_clip folder"
+    raise ValueError(f"{path}: {what} without its weights; expected one of {', '.join(names)}")
+
+
+def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | None, list[str]]:
+    """A timm or open_clip folder's config (and preprocessing, and what was left aside)."""
+    if fmt == "timm-hub":
+        config_json = os.path.join(path, "config.json")
+        data = read_json(config_json, "config.json")
+        try:
+            fields = families.timm.hub_fields(data)
+            pre = families.timm.hub_preprocessing(data)
+            return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None), []
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{config_json} (a timm hub config): {e}") from None
+    config_json = os.path.join(path, families.open_clip.CONFIG)
+    data = read_json(config_json, families.open_clip.CONFIG)
+    try:
+        fields, pre = families.open_clip.config_fields(data)
+        return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None), []
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{config_json}: {e}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
@@ -143,6 +188,10 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     config_json = os.path.join(path, "config.json")
     dir_config = (ViTConfig.from_hf(config_json) if fmt in ("hf", "hf-flax") and config is None
                   and os.path.lexists(config_json) else None)
+    hub_preprocessing = None
+    if fmt in ("timm-hub", "open_clip") and config is None:
+        dir_config, hub_preprocessing, _ = _hub_config(fmt, path)
+        config_json = os.path.join(path, "config.json" if fmt == "timm-hub" else families.open_clip.CONFIG)
     given = config if isinstance(config, ViTConfig) else dir_config
     if fmt == "npz":
         npz = open_npz(read_npz(weights), weights, drop_pre_logits, notes)
@@ -160,8 +209,11 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         described = "HF directory (Flax)" if fmt == "hf-flax" else "flax (.msgpack)"
     else:
         raw = _read_state_file(path, weights)
+        if fmt == "open_clip" or families.open_clip.is_open_clip(raw):
+            raw = families.open_clip.vision_tower(raw, weights, notes)
         raw = _vision_tower(raw, weights, notes)
-        found = detect_naming(raw, families.state_namings())
+        forced = {"timm-hub": families.timm.TIMM, "open_clip": families.open_clip.OPEN_CLIP}.get(fmt)
+        found = forced or detect_naming(raw, families.state_namings())
         if found is None:
             sample = ", ".join(sorted(raw)[:4])
             raise ValueError(f"{weights}: unrecognised weight names; expected HF ViT names "
@@ -174,8 +226,8 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         raw = {k: v for k, v in raw.items() if k not in pooler}
         _note_pooler(weights, pooler, notes)
         state, unplaced, problems = from_naming(naming, raw, origin, config=given)
-        described = ("HF directory (torch)" if fmt == "hf"
-                     else f"{naming.name} ({os.path.splitext(weights)[1]})")
+        described = {"hf": "HF directory (torch)", "timm-hub": "timm hub folder",
+                     "open_clip": "open_clip folder"}.get(fmt, f"{naming.name} ({os.path.splitext(weights)[1]})")
     if problems:  # misshapen tensors: reported before anything reads a size from them
         report_mismatch(weights, [], unplaced, problems)
     _check_dtypes(state, weights)
@@ -202,7 +254,7 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
                f"{', ...' if len(bad) > 8 else ''}")
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
-    preprocessing = _preprocessing(path, naming.name)
+    preprocessing = hub_preprocessing or _preprocessing(path, naming.name)
     if preprocessing is not None and "preprocessing" not in resolved.extra:
         resolved = resolved.replace(extra={**resolved.extra, "preprocessing": preprocessing})
     return Checkpoint(state, resolved, described, notes)
@@ -220,7 +272,8 @@ def _vision_tower(raw: Mapping[str, Any], source: str, notes: list[str]) -> Mapp
     prefix = VISION_TOWER
     if not any(k.startswith(prefix) for k in raw):
         return raw
-    head = {k: v for k, v in raw.items() if k.startswith("classifier.")}  # CLIP / SigLIP classifiers
+    # CLIP / SigLIP classifiers, and CLIP's visual_projection: beside the tower, kept
+    head = {k: v for k, v in raw.items() if k.startswith(("classifier.", "visual_projection."))}
     aside = sorted(k for k in raw if not k.startswith(prefix) and k not in head)
     if aside:
         groups = sorted({k.split(".")[0] for k in aside})

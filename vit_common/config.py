@@ -38,6 +38,7 @@ _HF_DEFAULT_NUM_LABELS = 2  # what HF assumes when a config.json names no labels
 # at patch 16 has 65,536 patches; a 80,000-pixel image would need a 25-million-token sequence).
 MAX_PATCHES = 65_536
 MAX_LABELS = 1_000_000
+MAX_PROJECTION = 65_536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,10 @@ class ViTConfig:
     num_channels: int = 3
     qkv_bias: bool = True
     num_labels: int = 1000
+    # a linear map without bias after the pooled embedding, to this width (CLIP's
+    # visual_projection, open_clip's visual.proj): the model's pooled output is the projected
+    # embedding, as its source returns it; 0 = none
+    projection_size: int = 0
     # --- family switches ---------------------------------------------------------------------
     class_token: bool = True
     distillation_token: bool = False  # DeiT: a second prefix token after [CLS], its own head
@@ -119,6 +124,8 @@ class ViTConfig:
                      "patch_size", "num_channels"):
             if not (is_int(getattr(self, name)) and getattr(self, name) > 0):
                 fail(name, "a positive int")
+        if not (is_int(self.projection_size) and 0 <= self.projection_size <= MAX_PROJECTION):
+            fail("projection_size", f"an int in [0, {MAX_PROJECTION:,}] (0 means no projection)")
         if not (is_int(self.num_labels) and self.num_labels >= 0):
             fail("num_labels", "an int >= 0 (0 means no classifier head)")
         if self.hidden_act not in SUPPORTED_ACTS:
@@ -157,6 +164,9 @@ class ViTConfig:
                 and (self.pooling, self.final_norm) == ("cls", "tokens")):
             # the pooled embedding is the [CLS] token: one spelling, so equal models have equal configs
             object.__setattr__(self, "classifier_input", "pooled")
+        if self.projection_size and self.distillation_token:
+            raise ValueError("ViTConfig: a projection after a distilled DeiT's two pooled tokens is "
+                             "no source's model: projection_size needs distillation_token False")
         if self.distillation_token and not self.class_token:
             raise ValueError("ViTConfig: distillation_token needs class_token (DeiT has both)")
         if self.distillation_token and (self.pooling, self.final_norm) != ("cls", "tokens"):
@@ -173,10 +183,12 @@ class ViTConfig:
                 f"ViTConfig: hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})")
         for side, size in zip(("height", "width"), self.image_hw):
-            if size % self.patch_size:
+            # as HF and timm: floor(size / patch) patches per side, the remainder pixels dropped
+            # (a stride-p convolution); So400m/14 at 384 has 27 x 27 patches
+            if size < self.patch_size:
                 raise ValueError(
-                    f"ViTConfig: image_size {side} ({size}) must be divisible by patch_size "
-                    f"({self.patch_size})")
+                    f"ViTConfig: image_size {side} ({size}) must be at least patch_size "
+                    f"({self.patch_size}): it would hold no patch")
         if self.num_patches > MAX_PATCHES:
             raise ValueError(
                 f"ViTConfig: image_size {self.image_size} at patch_size {self.patch_size} makes "
@@ -203,7 +215,7 @@ class ViTConfig:
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """Patches along (height, width)."""
+        """Patches along (height, width): floor(size / patch), the remainder pixels dropped."""
         h, w = self.image_hw
         return h // self.patch_size, w // self.patch_size
 
@@ -222,6 +234,11 @@ class ViTConfig:
         """Prefix tokens with a slot in the learned position table ([CLS] and DIST, never registers)."""
         covered = self.position_embedding_type == "learned" and self.position_embedding_covers_prefix
         return int(self.class_token) + int(self.distillation_token) if covered else 0
+
+    @property
+    def pooled_size(self) -> int:
+        """The width of the pooled output: the projection's when there is one, else hidden_size."""
+        return self.projection_size or self.hidden_size
 
     @property
     def head_dim(self) -> int:
@@ -295,7 +312,11 @@ class ViTConfig:
             top = {k: data[k] for k in ("architectures", "id2label", "label2id", "num_labels") if k in data}
             vision = {**vision, **top, "model_type": families.TWO_TOWERS[model_type]}  # a classifier's labels
             config = cls._from_hf_dict(vision)
-            return config.replace(extra={**config.extra, "vision_tower_of": model_type})
+            tower = families.hf_model(families.TWO_TOWERS[model_type])
+            projected = tower.projection is not None and not any(
+                a in families.CLASSIFIER_INPUTS for a in top.get("architectures") or [])
+            size = data.get("projection_dim", 512) if projected else 0  # CLIPModel's visual_projection
+            return config.replace(projection_size=size, extra={**config.extra, "vision_tower_of": model_type})
         family = families.hf_model(model_type)
         data = {**family.defaults, **data}
         arch = ({f.name for f in dataclasses.fields(cls)} - {"num_labels", "extra", "classifier_input"}
@@ -313,6 +334,8 @@ class ViTConfig:
         if isinstance(architectures, list) and architectures and architectures[0] in families.CLASSIFIER_INPUTS:
             fields["classifier_input"] = families.CLASSIFIER_INPUTS[architectures[0]]
         fields.update(family.read(data))
+        if family.projection is not None and isinstance(architectures, list) and family.projection in architectures:
+            fields["projection_size"] = data.get("projection_dim", 512)  # CLIPVisionModelWithProjection
         # HF derives num_labels from id2label; a bare "num_labels" key is also honoured.
         if "id2label" in data:
             extra["id2label"] = _int_keyed(data["id2label"], "id2label")
@@ -341,17 +364,21 @@ class ViTConfig:
         family = families.hf_model_of(self)
         model_type = family.model_type
         wrong = family.mismatches(self)
+        if self.projection_size and family.projection is None:
+            wrong.append(f"projection_size={self.projection_size}")
         if wrong:
             raise ValueError(f"HF {model_type!r} models cannot express {', '.join(wrong)}; "
                              f"write timm or Flax weights instead")
         data: dict[str, Any] = {k: v for k, v in self.extra.items() if k != "vision_tower_of"}
         data["model_type"] = model_type
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "num_labels", "classifier_input", "layerscale_value") \
+            if f.name not in ("extra", "num_labels", "classifier_input", "layerscale_value", "projection_size") \
                     and f.name not in self.SWITCH_NAMES:
                 value = getattr(self, f.name)
                 data[f.name] = list(value) if isinstance(value, tuple) else value
         data.update(family.write(self))
+        if self.projection_size:
+            data["projection_dim"] = self.projection_size
         for theirs, ours in family.renamed.items():
             data[theirs] = data.pop(ours)
         id2label = self.extra.get("id2label") or {i: f"LABEL_{i}" for i in range(self.num_labels)}

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from vit_common.config import ViTConfig
 
 Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls",
-               "scale", "gamma", "vector", "table", "in_proj"]
+               "scale", "gamma", "vector", "table", "rows", "matrix", "in_proj"]
 Array = np.ndarray
 
 
@@ -87,6 +87,10 @@ KINDS: dict[Kind, tuple[Leaf, ...]] = {
     "vector": (Leaf("", "", 1, lambda t, c: t.reshape(-1), lambda t: t.reshape(1, 1, -1)),),
     # an nn.Embedding table (tokens, hidden) <-> our (1, tokens, hidden) parameter
     "table": (Leaf("", "weight", 2, lambda t, c: t.reshape(t.shape[1:]), lambda t: t[None]),),
+    # a bare (tokens, hidden) parameter <-> our (1, tokens, hidden) (open_clip's positional_embedding)
+    "rows": (Leaf("", "", 2, lambda t, c: t.reshape(t.shape[1:]), lambda t: t[None]),),
+    # a bare (in, out) parameter applied as x @ proj <-> our Linear weight (out, in) (open_clip's proj)
+    "matrix": (Leaf("weight", "", 2, lambda w, c: w.T, lambda k: k.T),),
     # nn.MultiheadAttention's packed input projection (SigLIP's pooling head)
     "in_proj": (Leaf("weight", "in_proj_weight", 2, _same, _same), _bias("bias", "in_proj_bias")),
     # big_vision adds position embeddings before prepending [CLS]: its slot is zero here
@@ -121,6 +125,13 @@ class Naming:
     sep: str = "."  # between their module path and their leaf name
     backbone_prefix: str = ""  # theirs, in front of the backbone when a classifier is present
     markers: tuple[str, ...] = ()  # their keys (backbone, no prefix) that identify this naming
+    # backbone modules theirs keeps beside the backbone, outside its prefix (CLIP's
+    # visual_projection); a model with one of them has its backbone under the prefix, as a classifier
+    top: tuple[Rename, ...] = ()
+
+    def prefixed(self, config: ViTConfig, with_head: bool) -> bool:
+        """Whether their backbone keys carry backbone_prefix for a model of `config`."""
+        return with_head or any(_applies(r, config) for r in self.top)
 
 
 def identity(kinds: Mapping[Kind, Kind] | None = None, sep: str = ".",
@@ -148,11 +159,11 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
     with_head = has_classifier(state)
     check_state_dict(state, config, with_head, "to_naming")
     ours_prefix = BACKBONE_PREFIX if with_head else ""
-    theirs_prefix = naming.backbone_prefix if with_head else ""
+    theirs_prefix = naming.backbone_prefix if naming.prefixed(config, with_head) else ""
     out: list[tuple[str, Callable[[], Array]]] = []
-    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix), (naming.head, "", "")):
-        if renames is naming.head and not with_head:
-            continue
+    used: set[str] = set()
+    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix), (naming.top, ours_prefix, ""),
+                            (naming.head if with_head else (), "", "")):
         for r in renames:
             if not _applies(r, config):
                 continue
@@ -163,8 +174,13 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
                             for p in r.parts]
                     if not all(k in state for k in keys):
                         continue  # an optional tensor (qkv bias) this model does not have
+                    used.update(keys)
                     out.append((tp + _their_key(r.theirs.format(i=i), leaf, naming.sep),
                                 _maker(leaf, [state[k] for k in keys], config)))
+    left = sorted(k for k in state if k not in used)
+    if left:  # never a silently dropped tensor
+        raise ValueError(f"{naming.name} names cannot hold {', '.join(left[:6])}"
+                         f"{', ...' if len(left) > 6 else ''}: write a format that has them")
     return out
 
 
@@ -183,7 +199,7 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
     `origin`, when given, receives {canonical key: their key}. With `config`, only the rules for
     models of that config apply (big_vision's pos_embedding has a [CLS] slot or not)."""
     patterns = []
-    for group, renames in (("backbone", naming.backbone), ("head", naming.head)):
+    for group, renames in (("backbone", naming.backbone), ("top", naming.top), ("head", naming.head)):
         for r in renames:
             if not _applies(r, config):
                 continue
@@ -251,9 +267,9 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
 def their_names(naming: Naming, config: ViTConfig, with_head: bool) -> dict[str, tuple[str, Leaf]]:
     """{canonical key: (their key, leaf rule)} for every tensor a model of `config` has."""
     ours_prefix = BACKBONE_PREFIX if with_head else ""
-    theirs_prefix = naming.backbone_prefix if with_head else ""
+    theirs_prefix = naming.backbone_prefix if naming.prefixed(config, with_head) else ""
     names = {}
-    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix),
+    for renames, op, tp in ((naming.backbone, ours_prefix, theirs_prefix), (naming.top, ours_prefix, ""),
                             (naming.head if with_head else (), "", "")):
         for r in renames:
             if not _applies(r, config):

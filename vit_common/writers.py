@@ -43,7 +43,7 @@ def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
     data = config.to_hf()
     model = families.hf_model(data["model_type"])
     if not with_head:
-        data["architectures"] = [model.backbone]
+        data["architectures"] = [model.projection if config.projection_size else model.backbone]
         return data
     data["architectures"] = [hf_classifier(config, model.model_type)]
     if model.two_tower is None:
@@ -55,6 +55,9 @@ def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
 def hf_classifier(config: ViTConfig, model_type: str) -> str:
     """The HF class of a classifier of this family whose head reads config.classifier_input."""
     model = families.hf_model(model_type)
+    if config.projection_size:
+        raise ValueError(f"HF {model_type!r} classifiers have no projection (projection_size="
+                         f"{config.projection_size}): write the backbone, or timm / Flax weights")
     cls = model.classifiers.get(config.classifier_input)
     if cls is None:
         have = [f"{head} ({name})" for head, name in model.classifiers.items()]
@@ -244,3 +247,49 @@ def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None)
     _plain_head(state, cfg, "timm")
     target = layouts.timm_form(cfg)
     return {k: make() for k, make in to_naming(TIMM, layouts.relayout(state, cfg, target), target)}
+
+
+def save_timm_hub(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,
+                  overwrite: bool = False, progress: Progress | None = None) -> None:
+    """A timm hub folder, as timm.models.save_for_hf writes it: model.safetensors in timm's names
+    and timm's config.json (architecture, model_args, num_classes, global_pool, pretrained_cfg).
+    timm reads it back with create_model(architecture, pretrained=True, pretrained_cfg_overlay=
+    dict(file=.../model.safetensors), num_classes=..., **model_args)."""
+    check_state_dict(state, config, has_classifier(state), "save_timm_hub")
+    tensors = timm_state(state, config)
+    target = layouts.timm_form(config)
+    data = families.timm.hub_config(target if has_classifier(state) else target.replace(num_labels=0),
+                                    config.extra.get("preprocessing"))
+
+    def fill(tmp: str) -> None:
+        atomic_write_text(os.path.join(tmp, "config.json"), json.dumps(data, indent=2) + "\n")
+        write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, metadata={"format": "pt"},
+                          progress=progress)
+
+    atomic_directory(directory, fill, overwrite=overwrite)
+
+
+def open_clip_state(state: Mapping[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
+    """Canonical -> open_clip's `visual.` names and layouts, in memory."""
+    families.open_clip.model_cfg(config)  # what open_clip cannot express, refused by name
+    naming = families.open_clip.OPEN_CLIP
+    return {families.open_clip.VISUAL + k: make() for k, make in to_naming(naming, state, config)}
+
+
+def save_open_clip(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,
+                   overwrite: bool = False, progress: Progress | None = None) -> None:
+    """An open_clip hub folder: open_clip_config.json (model_cfg, preprocess_cfg) and
+    open_clip_model.safetensors holding the vision tower (`visual.*`); open_clip's
+    CLIP(**model_cfg) loads it with strict=False, its text tower left at its initialisation."""
+    if has_classifier(state):
+        raise ValueError("open_clip models have no classifier: write the backbone")
+    tensors = open_clip_state(state, config)
+    data = {"model_cfg": families.open_clip.model_cfg(config),
+            "preprocess_cfg": families.open_clip.preprocess_cfg(config.extra.get("preprocessing"))}
+
+    def fill(tmp: str) -> None:
+        atomic_write_text(os.path.join(tmp, families.open_clip.CONFIG), json.dumps(data, indent=2) + "\n")
+        write_safetensors(os.path.join(tmp, families.open_clip.WEIGHTS[0]), tensors, metadata={"format": "pt"},
+                          progress=progress)
+
+    atomic_directory(directory, fill, overwrite=overwrite)

@@ -172,8 +172,8 @@ class ViTEmbeddings(ViTModule):
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
-        """`interpolate_pos_encoding`: accept any image size that is a multiple of the patch size,
-        resampling the position embeddings to its patch grid (HF's option)."""
+        """`interpolate_pos_encoding`: accept any image size of at least one patch (floor(size / p)
+        patches per side, as HF and timm), resampling the position embeddings to its patch grid."""
         config = self.config
         x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
         b, _, d = x.shape
@@ -372,7 +372,8 @@ class ViTAttentionPool(ViTModule):
 class VisionTransformer(ViTModule):
     """pixels (B, H, W, C) -> the family's pooled embedding (B, hidden): the [CLS] token after the
     final LayerNorm for ViT and DINOv2, (CLS + DIST) / 2 for distilled DeiT, the normalised pooled
-    token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP)."""
+    token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP); with a
+    projection (CLIP's visual_projection), that mapped to (B, projection_size)."""
 
     def setup(self) -> None:
         config = self.config
@@ -381,6 +382,8 @@ class VisionTransformer(ViTModule):
         self.encoder = ViTEncoder(**self.module_args)
         self.layernorm = _layernorm(self)
         self.attention_pool = ViTAttentionPool(**self.module_args) if config.pooling == "map" else None
+        # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
+        self.projection = _dense(self, config.projection_size, use_bias=False) if config.projection_size else None
 
     def _embed(self, pixel_values: jax.Array, train: bool, interpolate_pos_encoding: bool) -> jax.Array:
         x = self.embeddings(pixel_values, train, interpolate_pos_encoding)
@@ -394,7 +397,8 @@ class VisionTransformer(ViTModule):
         return (self.layernorm(x) if self.config.final_norm == "tokens" else x).astype(self.dtype)
 
     def pool(self, tokens: jax.Array, train: bool = False) -> jax.Array:
-        """forward_features' tokens -> the pooled embedding (B, hidden)."""
+        """forward_features' tokens -> the pooled embedding (B, pooled_size): projected when the
+        model has a projection (CLIP's image embedding)."""
         config = self.config
         if config.pooling == "cls":
             pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
@@ -404,7 +408,8 @@ class VisionTransformer(ViTModule):
             pooled = self.attention_pool(tokens, train)
         else:
             raise ValueError(f"unsupported pooling {config.pooling!r}")
-        return (self.layernorm(pooled) if config.final_norm == "pooled" else pooled).astype(self.dtype)
+        pooled = (self.layernorm(pooled) if config.final_norm == "pooled" else pooled).astype(self.dtype)
+        return pooled if self.projection is None else self.projection(pooled)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
                  interpolate_pos_encoding: bool = False) -> jax.Array:
@@ -476,7 +481,7 @@ def _resize_pos_embed(pos: jax.Array, grid: tuple[int, int], new_grid: tuple[int
 
 
 def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array,
-                  any_size_multiple_of: int | None = None) -> None:
+                  any_size_from: int | None = None) -> None:
     if not hasattr(pixel_values, "shape") or not hasattr(pixel_values, "ndim"):
         raise TypeError(f"expected an array of pixels (B, H, W, C), got "
                         f"{type(pixel_values).__name__}")
@@ -484,13 +489,13 @@ def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array,
         raise ValueError(f"expected pixels of shape (B, H, W, C) = (B, {want[0]}, {want[1]}, "
                          f"{want[2]}), got {tuple(pixel_values.shape)} (rank {pixel_values.ndim})")
     got = tuple(pixel_values.shape[1:])
-    p = any_size_multiple_of
-    if p and got[2] == want[2] and all(s > 0 and s % p == 0 for s in got[:2]):
-        return  # interpolate_pos_encoding: any size on the patch grid
+    p = any_size_from
+    if p and got[2] == want[2] and all(s >= p for s in got[:2]):
+        return  # interpolate_pos_encoding: any size of at least one patch (floor(size / p) per side)
     if got != want:
         hint = ""
         if p and got[2] == want[2]:
-            hint = f"; with interpolate_pos_encoding, H and W must be multiples of the patch size {p}"
+            hint = f"; with interpolate_pos_encoding, H and W must be at least the patch size {p}"
         elif pixel_values.shape[1] == want[2] and got[2] != want[2]:
             hint = "; this looks channels-first (B, C, H, W): use pixels.transpose(0, 2, 3, 1)"
         raise ValueError(f"expected pixels (B, H, W, C) = (B, {want[0]}, {want[1]}, {want[2]}), got "

@@ -132,8 +132,8 @@ class ViTEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """`interpolate_pos_encoding`: accept any image size that is a multiple of the patch size,
-        resampling the position embeddings to its patch grid (HF's option)."""
+        """`interpolate_pos_encoding`: accept any image size of at least one patch (floor(size / p)
+        patches per side, as HF and timm), resampling the position embeddings to its patch grid."""
         config = self.config
         x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
         b, _, d = x.shape
@@ -340,7 +340,8 @@ class ViTAttentionPool(nn.Module):
 class VisionTransformer(nn.Module):
     """pixels (B, C, H, W) -> the family's pooled embedding (B, hidden): the [CLS] token after the
     final LayerNorm for ViT and DINOv2, (CLS + DIST) / 2 for distilled DeiT, the normalised pooled
-    token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP)."""
+    token for CLIP, the mean of the patches (gap) or the attention pool (map, SigLIP); with a
+    projection (CLIP's visual_projection), that mapped to (B, projection_size)."""
 
     def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa",
                  gradient_checkpointing: bool = False) -> None:
@@ -352,6 +353,9 @@ class VisionTransformer(nn.Module):
         self.encoder = ViTEncoder(config, attention_impl)
         self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attention_pool = ViTAttentionPool(config, attention_impl) if config.pooling == "map" else None
+        # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
+        self.projection = (nn.Linear(config.hidden_size, config.projection_size, bias=False)
+                           if config.projection_size else None)
         self.encoder.gradient_checkpointing = gradient_checkpointing
         self.apply(functools.partial(init_weights, config))
 
@@ -367,7 +371,8 @@ class VisionTransformer(nn.Module):
         return self.layernorm(x) if self.config.final_norm == "tokens" else x
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """forward_features' tokens -> the pooled embedding (B, hidden)."""
+        """forward_features' tokens -> the pooled embedding (B, pooled_size): projected when the
+        model has a projection (CLIP's image embedding)."""
         config = self.config
         if config.pooling == "cls":
             pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
@@ -377,7 +382,8 @@ class VisionTransformer(nn.Module):
             pooled = self.attention_pool(tokens)
         else:
             raise ValueError(f"unsupported pooling {config.pooling!r}")
-        return self.layernorm(pooled) if config.final_norm == "pooled" else pooled
+        pooled = self.layernorm(pooled) if config.final_norm == "pooled" else pooled
+        return pooled if self.projection is None else kernels.linear(self.projection, pooled)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.pool(self.forward_features(pixel_values, interpolate_pos_encoding))  # (B, hidden)
@@ -406,7 +412,8 @@ class ViTForImageClassification(nn.Module):
                              f"{config.num_labels}; use VisionTransformer for embeddings")
         self.config = config
         self.vit = VisionTransformer(config, attention_impl, gradient_checkpointing)
-        width = config.hidden_size * (2 if config.classifier_input == "cls_patch_mean" else 1)
+        width = {"pooled": config.pooled_size, "cls_patch_mean": 2 * config.hidden_size}.get(
+            config.classifier_input, config.hidden_size)
         self.classifier = nn.Linear(width, config.num_labels)
         self.distillation_classifier = (nn.Linear(config.hidden_size, config.num_labels)
                                         if config.distillation_token and config.classifier_input == "pooled"
@@ -473,7 +480,7 @@ def _resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[
 
 
 def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor,
-                  any_size_multiple_of: int | None = None) -> None:
+                  any_size_from: int | None = None) -> None:
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor of pixels (B, C, H, W), got "
                         f"{type(pixel_values).__name__}")
@@ -481,13 +488,13 @@ def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor,
         raise ValueError(f"expected pixels of shape (B, C, H, W) = (B, {want[0]}, {want[1]}, "
                          f"{want[2]}), got {tuple(pixel_values.shape)} (rank {pixel_values.ndim})")
     got = tuple(pixel_values.shape[1:])
-    p = any_size_multiple_of
-    if p and got[0] == want[0] and all(s > 0 and s % p == 0 for s in got[1:]):
-        return  # interpolate_pos_encoding: any size on the patch grid
+    p = any_size_from
+    if p and got[0] == want[0] and all(s >= p for s in got[1:]):
+        return  # interpolate_pos_encoding: any size of at least one patch (floor(size / p) per side)
     if got != want:
         hint = ""
         if p and got[0] == want[0]:
-            hint = f"; with interpolate_pos_encoding, H and W must be multiples of the patch size {p}"
+            hint = f"; with interpolate_pos_encoding, H and W must be at least the patch size {p}"
         elif pixel_values.shape[-1] == want[0] and got[0] != want[0]:
             hint = "; this looks channels-last (B, H, W, C): use pixels.permute(0, 3, 1, 2)"
         raise ValueError(f"expected pixels (B, C, H, W) = (B, {want[0]}, {want[1]}, {want[2]}), got "

@@ -1,6 +1,6 @@
 """The registry of source families: the only place the rest of the library asks what a family knows.
 
-One module per family (`vit`, `deit`, `dinov2`, `clip`, `siglip`, `timm`, `google`), each a
+One module per family (`vit`, `deit`, `dinov2`, `clip`, `siglip`, `timm`, `google`, `open_clip`), each a
 `Family` (`vit_common.families.base`). Adding a family whose mechanisms exist is one module here,
 listed in `FAMILIES`, plus its tests.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vit_common.families import clip, deit, dinov2, google, siglip, timm, vit
+from vit_common.families import clip, deit, dinov2, google, open_clip, siglip, timm, vit
 from vit_common.families.base import Family, Fields, HFModel
 from vit_common.naming import Naming
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vit_common.config import ViTConfig
 
 FAMILIES: tuple[Family, ...] = (vit.FAMILY, deit.FAMILY, dinov2.FAMILY, clip.FAMILY, siglip.FAMILY,
-                                timm.FAMILY, google.FAMILY)
+                                timm.FAMILY, google.FAMILY, open_clip.FAMILY)
 _BY_NAME = {f.name: f for f in FAMILIES}
 NAMINGS: dict[str, Naming] = {n.name: n for f in FAMILIES for n in f.namings}
 _NAMING_FAMILY = {n.name: f for f in FAMILIES for n in f.namings}
@@ -103,7 +103,7 @@ def naming_table(extra: Iterable[Naming] = ()) -> str:
     paths = [r.path for r in TABLE + HEADS]
     cells: dict[tuple[str, str], str] = {}
     for n in namings:
-        for r in n.backbone + n.head:
+        for r in n.backbone + n.top + n.head:
             for p in r.parts:
                 stacked = f" (stacks {len(r.parts)})" if len(r.parts) > 1 else ""
                 prefix = n.backbone_prefix if r in n.backbone and n.backbone_prefix else ""

@@ -51,6 +51,9 @@ class HFModel:
     # classifier_input -> the HF classifier class whose head reads it
     classifiers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     two_tower: str | None = None  # the two-tower model_type whose vision_config this is (CLIP, SigLIP)
+    # the HF class of the tower with its projection (CLIPVisionModelWithProjection): config.json's
+    # projection_dim is projection_size when architectures names it, or in the two-tower model
+    projection: str | None = None
     renamed: Mapping[str, str] = dataclasses.field(default_factory=dict)  # its config key -> our field
     # its own config.json keys -> our fields (after the shared ones), and back
     read: Callable[[Mapping[str, Any]], Fields] = _no_fields

@@ -1,5 +1,7 @@
-"""CLIP's vision tower (HF `CLIPVisionModel`, the vision half of `CLIPModel`; timm `vit_*_clip_*`):
-a norm before the encoder, no patch bias, the final norm on the pooled [CLS], quick GELU."""
+"""CLIP's vision tower (HF `CLIPVisionModel`, `CLIPVisionModelWithProjection`, the vision half of
+`CLIPModel`; MetaCLIP 2's `MetaClip2*` classes, the same model; timm `vit_*_clip_*`): a norm before
+the encoder, no patch bias, the final norm on the pooled [CLS], quick GELU, and the projection
+(`visual_projection`) to the image-text space where the file has one."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def clip_layers() -> tuple[Rename, ...]:
 HF_CLIP = Naming("hf-clip", (Rename("embeddings.cls_token", "embeddings.class_embedding", "vector"),
                              Rename("pre_layernorm", "pre_layrnorm"), *clip_layers()),
                  (Rename("classifier", "classifier"),), backbone_prefix="vision_model.",
-                 markers=("embeddings.class_embedding", "encoder.layers.0.self_attn.q_proj.weight"))
+                 markers=("embeddings.class_embedding", "encoder.layers.0.self_attn.q_proj.weight"),
+                 top=(Rename("projection", "visual_projection", when=lambda c: c.projection_size > 0),))
 # the class defaults of CLIP's and SigLIP's vision configs for the keys a config.json may omit
 TOWER_SIZES = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                    intermediate_size=3072, image_size=224, num_channels=3)
@@ -46,10 +49,18 @@ FAMILY = Family(
     namings=(HF_CLIP,),
     naming_defaults={"hf-clip": {"hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, **_SWITCHES}},
     hf=(HFModel("clip_vision_model", "clip", "CLIPVisionModel", HF_CLIP, switches=_SWITCHES, defaults=_DEFAULTS,
+                projection="CLIPVisionModelWithProjection",
                 classifiers={"patch_mean": "CLIPForImageClassification"}, two_tower="clip", renamed=RENAMED,
                 preset="clip", crop_processor="CLIPImageProcessor",
                 example={**_SWITCHES, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
-                         "classifier_input": "patch_mean"}),),
+                         "classifier_input": "patch_mean"}),
+        # MetaCLIP 2 (worldwide CLIP): CLIP's architecture and keys under its own model types
+        HFModel("metaclip_2_vision_model", "metaclip2", "MetaClip2VisionModel", HF_CLIP, switches=_SWITCHES,
+                defaults=_DEFAULTS, projection="MetaClip2VisionModelWithProjection",
+                classifiers={"patch_mean": "MetaClip2ForImageClassification"}, two_tower="metaclip_2",
+                renamed=RENAMED, preset="clip", crop_processor="CLIPImageProcessor",
+                example={**_SWITCHES, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                         "classifier_input": "patch_mean"})),
     # CLIPImageProcessor: shorter side to 224, centre crop 224
     presets={"clip": {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "resample": "bicubic", "crop_pct": 1.0,
                       "crop_mode": "center", "crop_rounding": "floor"}},

@@ -273,6 +273,11 @@ def config_fields(model_name: str, kwargs: Mapping[str, Any]) -> Fields:
         raise ValueError(f"timm model {model_name[:80]!r}: {e}") from None
 
 
+# timm's default eval transform of its ViTs (pretrained_cfg of vit_*: inception mean / std,
+# bicubic, crop_pct 0.9, the centring offset rounded)
+PRESET = {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "resample": "bicubic",
+          "crop_pct": 0.9, "crop_mode": "center", "crop_rounding": "round"}
+
 FAMILY = Family(
     name="timm",
     summary="timm's VisionTransformer: state dicts in timm's names and its vit_* / deit_* model names",
@@ -283,6 +288,139 @@ FAMILY = Family(
     reveal=_reveal,
     # timm's default eval transform of its ViTs (pretrained_cfg of vit_*: inception mean / std,
     # bicubic, crop_pct 0.9, the centring offset rounded)
-    presets={"timm": {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "resample": "bicubic",
-                      "crop_pct": 0.9, "crop_mode": "center", "crop_rounding": "round"}},
+    presets={"timm": PRESET},
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# timm hub folders (timm.models.save_for_hf, what push_to_hf_hub uploads): config.json with the
+# model name in "architecture", model_args, global_pool, num_classes and the preprocessing in
+# "pretrained_cfg"; the weights in timm's names (model.safetensors or pytorch_model.bin)
+
+HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# the timm definitions our writer names: their VisionTransformer class (distilled DeiT has its own;
+# SwiGLUPacked is a class, which only a definition can pass), every size in model_args
+# and the norm's eps is the definition's norm_layer (timm's LayerNorm 1e-6, CLIP's torch LayerNorm 1e-5)
+_HUB_BASE = {("plain", 1e-6): "vit_base_patch16_224", ("plain", 1e-5): "vit_base_patch16_clip_224",
+             ("distilled", 1e-6): "deit_base_distilled_patch16_224", ("swiglu", 1e-6): "vit_giant_patch14_dinov2"}
+_ACT_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "quick_gelu": "quick_gelu"}
+
+
+def is_hub_config(data: Any) -> bool:
+    """Whether a parsed config.json is timm's (a model name in "architecture", no HF model_type)."""
+    return isinstance(data, dict) and isinstance(data.get("architecture"), str) and "model_type" not in data
+
+
+def hub_fields(data: Mapping[str, Any]) -> Fields:
+    """Our fields for a timm hub config.json: `timm.create_model(architecture, num_classes=...,
+    global_pool=..., **model_args)`, as timm itself reads the folder."""
+    args = data.get("model_args") or {}
+    if not isinstance(args, dict):
+        raise ValueError(f"timm config.json: model_args must be an object, got {type(args).__name__}")
+    kwargs = {**args}
+    for key in ("num_classes", "global_pool"):
+        if key in data:
+            kwargs[key] = data[key]
+    if isinstance(kwargs.get("img_size"), list):
+        kwargs["img_size"] = tuple(kwargs["img_size"])
+    return config_fields(data["architecture"], kwargs)
+
+
+def hub_preprocessing(data: Mapping[str, Any]) -> Fields | None:
+    """The Preprocessing fields of a timm config.json's pretrained_cfg (mean, std, interpolation,
+    crop_pct, crop_mode), or None when it has none."""
+    cfg = data.get("pretrained_cfg")
+    if not isinstance(cfg, dict) or not {"mean", "std"} <= set(cfg):
+        return None
+    resample = cfg.get("interpolation", "bicubic")
+    crop_pct = cfg.get("crop_pct", 0.875)
+    mode = cfg.get("crop_mode", "center")
+    if resample not in ("bicubic", "bilinear") or mode not in ("center", "squash"):
+        raise ValueError(f"timm pretrained_cfg: interpolation {resample!r} / crop_mode {mode!r} is not one "
+                         f"this preprocessing reproduces (bicubic, bilinear; center, squash)")
+    return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "resample": resample,
+            "crop_pct": crop_pct,
+            "crop_mode": mode, "crop_rounding": "round"}
+
+
+def _exact_ratio(width: int, dim: int) -> float:
+    """The mlp_ratio for which timm's int(dim * ratio) is `width` (width / dim, nudged up where the
+    float product falls just under)."""
+    ratio = width / dim
+    while int(dim * ratio) < width:
+        ratio = float(np.nextafter(ratio, np.inf))
+    return ratio
+
+
+def hub_args(config: Any) -> tuple[str, dict[str, Any]]:
+    """(architecture, model_args) for which `timm.create_model` builds a model of `config`: the
+    definition it was read from (or a plain one of the right class), every size and switch stated.
+    What timm's VisionTransformer cannot express is a ValueError naming it."""
+    wrong = []
+    if config.position_embedding_type == "sincos2d":
+        wrong.append("position_embedding_type='sincos2d'")
+    if config.patch_bias == config.pre_norm:
+        wrong.append(f"patch_bias={config.patch_bias} with pre_norm={config.pre_norm} (timm ties "
+                     f"the patch bias to no pre-norm)")
+    if config.mask_token:
+        wrong.append("mask_token=True")
+    if config.projection_size:
+        wrong.append(f"projection_size={config.projection_size}")
+    if config.num_labels and config.classifier_input != "pooled":
+        wrong.append(f"classifier_input={config.classifier_input!r}")
+    if config.num_register_tokens and config.position_embedding_covers_prefix and config.num_position_prefix:
+        wrong.append("registers beside a table with a [CLS] slot")
+    if wrong:
+        raise ValueError(f"timm's VisionTransformer cannot express {', '.join(wrong)}")
+    kind = "distilled" if config.distillation_token else "swiglu" if config.mlp_type == "swiglu" else "plain"
+    name = config.extra.get("timm_model")
+    try:  # the definition it came from, when its class, MLP and norm are this model's
+        theirs = fields_from_args(model_args(name)) if isinstance(name, str) else None
+    except ValueError:
+        theirs = None
+    if theirs is not None and all(theirs[k] == getattr(config, k)
+                                  for k in ("distillation_token", "mlp_type", "layer_norm_eps")):
+        arch = name
+    elif (kind, config.layer_norm_eps) in _HUB_BASE:
+        arch = _HUB_BASE[kind, config.layer_norm_eps]
+    else:
+        raise ValueError(f"timm's definitions set the norm's eps ({config.layer_norm_eps:g}) through "
+                         f"their norm_layer, which a config.json cannot pass; none of the {kind} "
+                         f"ones has it")
+    width = config.intermediate_size * (2 if config.mlp_type == "swiglu" else 1)
+    pools = {"cls": "token", "gap": "avg", "map": "map"}
+    args: dict[str, Any] = dict(
+        img_size=list(config.image_hw), patch_size=config.patch_size, in_chans=config.num_channels,
+        num_classes=config.num_labels, global_pool=pools[config.pooling], embed_dim=config.hidden_size,
+        depth=config.num_hidden_layers, num_heads=config.num_attention_heads,
+        mlp_ratio=_exact_ratio(width, config.hidden_size), qkv_bias=config.qkv_bias, qk_norm=config.qk_norm,
+        init_values=config.layerscale_value if config.layer_scale else None,
+        class_token=config.class_token, no_embed_class=not config.position_embedding_covers_prefix
+        and config.position_embedding_type == "learned",
+        reg_tokens=config.num_register_tokens, pre_norm=config.pre_norm,
+        fc_norm=config.final_norm == "pooled",
+        pos_embed="learn" if config.position_embedding_type == "learned" else "none")
+    if kind != "swiglu":
+        args["act_layer"] = _ACT_NAMES[config.hidden_act]
+    if kind == "distilled":
+        for key in ("class_token", "reg_tokens", "global_pool", "fc_norm", "pos_embed"):
+            args.pop(key)
+    return arch, args
+
+
+def hub_config(config: Any, preprocessing: Mapping[str, Any] | None) -> dict[str, Any]:
+    """timm's config.json for a model of `config` (what save_for_hf writes: architecture,
+    num_classes, num_features, global_pool, model_args, pretrained_cfg)."""
+    arch, args = hub_args(config)
+    data: dict[str, Any] = {"architecture": arch, "num_classes": config.num_labels,
+                            "num_features": config.hidden_size,
+                            "global_pool": args.get("global_pool", "token"), "model_args": args}
+    h, w = config.image_hw
+    pre = dict(preprocessing or PRESET)
+    data["pretrained_cfg"] = {
+        "input_size": [config.num_channels, h, w], "fixed_input_size": True,
+        "interpolation": pre.get("resample", "bicubic"), "crop_pct": pre.get("crop_pct") or 1.0,
+        "crop_mode": pre.get("crop_mode", "center"), "mean": list(pre["mean"]), "std": list(pre["std"]),
+        "num_classes": config.num_labels, "first_conv": "patch_embed.proj", "classifier": "head"}
+    return data
+
