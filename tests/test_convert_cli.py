@@ -115,13 +115,15 @@ HF_SOURCES = {
 # (family, destination, --to): every format that holds the family
 FAMILY_TARGETS = [(f, d, t) for f in HF_SOURCES for d, t in (("hf_dir", None), ("p.msgpack", None))] + [
     ("dinov2", "t.safetensors", "timm"), ("siglip", "t.safetensors", "timm"), ("siglip", "b.npz", None),
-    ("deit-teacher", "t.safetensors", "timm")]
+    ("deit-teacher", "t.safetensors", "timm"),
+    # a Flax folder of a family HF has no Flax class for: the family's config.json beside our tree
+    ("deit-teacher", "flax_dir", "flax"), ("siglip", "flax_dir", "flax")]
 # what a format cannot hold is refused by name, nothing written
 FAMILY_REFUSALS = [
     ("dinov2-registers-classifier", "t.safetensors", "timm", "classifier_input='cls_patch_mean'"),
     ("clip-classifier", "b.npz", None, "classifier_input='patch_mean'"),
     ("dinov2", "b.npz", None, "layer_scale=True"),
-    ("deit-teacher", "flax_dir", "flax", "HF has Flax models for ViT only, not 'deit'"),
+    ("clip-classifier", "t.safetensors", "timm", "classifier_input='patch_mean'"),
 ]
 
 

@@ -142,15 +142,18 @@ def model_config(name: str) -> ViTConfig:
 
 
 def config_source(text: str) -> ViTConfig | str | pathlib.Path:
-    """--config: an existing file is a config file (pathlib.Path), anything else a preset name,
-    which must be one we know."""
+    """--config: an existing file is a config file (pathlib.Path: HF's, timm's or open_clip's),
+    anything else a preset name or a timm model name, which must be one we know."""
     if os.path.lexists(text):
         return pathlib.Path(text)
     try:
         ViTConfig.from_preset(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{e} (or the path of a config.json, which does not "
-                                         f"exist)") from None
+        try:
+            ViTConfig.from_timm(text)  # a timm model name: load_checkpoint builds its config
+        except ValueError as timm_error:
+            raise argparse.ArgumentTypeError(f"{e}; nor a timm model name ({timm_error}); nor the path "
+                                             f"of a config.json, which does not exist") from None
     return text
 
 

@@ -1,5 +1,5 @@
-"""vit-convert: a ViT checkpoint from one format to another (HF torch or Flax, timm, Google .npz,
-bare state dicts), optionally verified by running source and result on the same input."""
+"""vit-convert: a ViT checkpoint from one format to another (HF torch or Flax, timm state dicts
+and hub folders, open_clip folders, Google .npz, bare state dicts), optionally verified by running source and result on the same input."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from vit_common import checkpoints, layouts
 from vit_common.config import ViTConfig
 from vit_common.fileio import check_target
 
-TARGETS = ("torch", "flax", "hf", "timm", "npz")
+TARGETS = ("torch", "flax", "hf", "timm", "open_clip", "npz")
 VERIFY_TOLERANCE = 5e-5  # fp32, max |diff| of CLS / logits; B/16 measures ~5e-6 torch -> flax
 
 
@@ -45,12 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=TARGETS, help="target format (default: from DST: a directory -> "
                    "hf, .msgpack -> flax, .npz -> npz, .safetensors/.pt/.pth/.bin -> torch). hf: HF "
                    "torch directory; flax: HF Flax directory (or a bare .msgpack); torch: a bare "
-                   "HF-named state dict (or, for a directory, as hf); timm: a timm-named state dict; "
-                   "npz: Google's vision_transformer layout")
-    p.add_argument("--config", type=config_source, help="ViT preset (B/16, ...) or the path of a "
-                   "config.json, for what the weights cannot say (the head count of timm and bare "
-                   "HF state dicts); an existing file is read as a config file, anything else must "
-                   "be a preset name")
+                   "HF-named state dict (or, for a directory, as hf); timm: a timm-named state dict (or, "
+                   "for a directory, a timm hub folder: model.safetensors + timm's config.json); "
+                   "open_clip: an open_clip folder (open_clip_config.json + open_clip_model.safetensors, "
+                   "the vision tower); npz: Google's vision_transformer layout")
+    p.add_argument("--config", type=config_source, help="ViT preset (B/16, ...), a timm model name "
+                   "(vit_base_patch16_siglip_224, ...) or the path of a config.json (HF's, timm's or "
+                   "open_clip's), for what the weights cannot say (the head count of timm and bare "
+                   "state dicts); an existing file is read as a config file")
     p.add_argument("--verify", action="store_true", help="run source and result on the same random "
                    "input and compare CLS (and logits)")
     p.add_argument("--tolerance", type=non_negative_float, default=VERIFY_TOLERANCE,
@@ -80,8 +82,9 @@ def _target(dst: str, to: str | None) -> tuple[str, bool]:
         raise ValueError(f"--to npz writes a .npz file, got {dst}")
     if to == "flax" and not (is_dir or suffix == ".msgpack"):
         raise ValueError(f"--to flax writes a directory or a .msgpack file, got {dst}")
-    if to == "timm" and is_dir:
-        raise ValueError(f"--to timm writes a .safetensors or .pth file, got the directory {dst}")
+    if to == "open_clip" and not is_dir:
+        raise ValueError(f"--to open_clip writes a folder (open_clip_config.json + "
+                         f"open_clip_model.safetensors), got {dst}")
     if to == "hf" and not is_dir:
         raise ValueError(f"--to hf writes a save_pretrained directory, got {dst}")
     if to == "torch" and not is_dir and suffix not in (".safetensors", *checkpoints.TORCH_SUFFIXES):
@@ -142,6 +145,10 @@ def _write(ckpt: checkpoints.Checkpoint, dst: str, target: str, is_dir: bool, fo
                             progress=progress)
     elif target == "flax":
         checkpoints.save_msgpack(ckpt.state, ckpt.config, dst, overwrite=force, progress=progress)
+    elif target == "timm" and is_dir:
+        checkpoints.save_timm_hub(ckpt.state, ckpt.config, dst, overwrite=force, progress=progress)
+    elif target == "open_clip":
+        checkpoints.save_open_clip(ckpt.state, ckpt.config, dst, overwrite=force, progress=progress)
     elif target in ("torch", "timm"):
         checkpoints.save_state_dict(ckpt.state, dst, naming="timm" if target == "timm" else "hf",
                                     config=ckpt.config, overwrite=force, progress=progress)
@@ -153,7 +160,7 @@ def _write(ckpt: checkpoints.Checkpoint, dst: str, target: str, is_dir: bool, fo
 
 def _lost_in(target: str, is_dir: bool, config: ViTConfig) -> list[str]:
     """What a config-less target format cannot record, so its readers must be told."""
-    if is_dir and target in ("hf", "torch", "flax"):
+    if is_dir:  # every folder carries its config: HF's, timm's or open_clip's
         return []
     notes = [f"{target} files hold no config: load with config= (head count "
              f"{config.num_attention_heads}, hidden_act {config.hidden_act!r}, layer_norm_eps "

@@ -42,7 +42,8 @@ EXIT_SKIPPED = EXIT_FAILED
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vit-embed", description="Embed images with a ViT checkpoint: one pooled embedding per image (the [CLS] "
-                    "token, or the family's own pooling: SigLIP's attention pool, gap).",
+                    "token, or the family's own pooling: SigLIP's attention pool, gap; CLIP's "
+                    "projected image embedding where the checkpoint has its projection).",
         epilog="exit codes: 0 every image embedded, 1 some images were unreadable (reported, skipped, "
                "the rest written), 2 bad arguments or weights, 3 OUT exists (use --force), "
                "130 interrupted (nothing written)")
@@ -190,7 +191,7 @@ def _main(args: argparse.Namespace) -> int:
             bar.update(len(batch))
     for spec, why in missing:
         _say(f"vit-embed: skipping {spec}: {why}", sys.stderr)
-    embeddings = np.concatenate(rows) if rows else np.zeros((0, config.hidden_size), np.float32)
+    embeddings = np.concatenate(rows) if rows else np.zeros((0, config.pooled_size), np.float32)
     if not np.isfinite(embeddings).all():
         print("vit-embed: warning: some embeddings are not finite (NaN or infinite weights?)",
               file=sys.stderr)
@@ -202,7 +203,7 @@ def _main(args: argparse.Namespace) -> int:
 
     report = {"weights": args.weights, "framework": args.framework, "dtype": args.dtype,
               "normalisation": {"mean": list(mean), "std": list(std), "from": norm_source},
-              "shape": list(embeddings.shape), "paths": done, "skipped": skipped}
+              "embedding": _which(config), "shape": list(embeddings.shape), "paths": done, "skipped": skipped}
     if topk:
         report["top_k"] = [{"path": p, "labels": t} for p, t in zip(done, topk)]
     # names that are not UTF-8 stay escaped in the JSON (ensure_ascii), never a failed write
@@ -211,9 +212,17 @@ def _main(args: argparse.Namespace) -> int:
                        overwrite=args.force)  # both or neither, written before anything is printed
     for p, t in zip(done, topk):
         _say(p + "\t" + ", ".join(f"{e['label']} ({e['score']:.3f})" for e in t))
-    _say(f"wrote {out_npy} {embeddings.shape} and {out_json}"
+    _say(f"wrote {out_npy} {embeddings.shape} ({_which(config)}) and {out_json}"
          + (f"; skipped {len(skipped)} unreadable input(s)" if skipped else ""), sys.stderr)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _which(config: Any) -> str:
+    """Which embedding vit-embed gives: the projected one where the checkpoint has a projection
+    (CLIP's image embedding, what retrieval and zero-shot use), else the tower's pooled output."""
+    if config.projection_size:
+        return f"projected image embedding ({config.projection_size}-d, after the visual projection)"
+    return f"pooled tower output ({config.hidden_size}-d)"
 
 
 def _top_k(logits: np.ndarray, k: int, id2label: dict[int, str]) -> list[list[dict[str, Any]]]:

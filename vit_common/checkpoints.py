@@ -141,6 +141,8 @@ def _hub_folder(path: str) -> tuple[Format, str] | None:
         names = families.open_clip.WEIGHTS
     elif os.path.lexists(config_json) and families.timm.is_hub_config(read_json(config_json, "config.json")):
         kind, names = "timm-hub", families.timm.HUB_WEIGHTS
+        if os.path.lexists(os.path.join(path, "flax_model.msgpack")):
+            return None  # our Flax folder of a timm model: timm's config.json beside Flax weights
     else:
         return None
     for name in names:
@@ -150,10 +152,34 @@ def _hub_folder(path: str) -> tuple[Format, str] | None:
     raise ValueError(f"{path}: {what} without its weights; expected one of {', '.join(names)}")
 
 
+def _named_config(config: ConfigSource) -> tuple[ConfigSource, dict[str, Any] | None]:
+    """A timm model name (a str that is no preset) as its ViTConfig; a timm hub or open_clip
+    config file as its ViTConfig and preprocessing; anything else as it came."""
+    if isinstance(config, str):
+        try:
+            ViTConfig.from_preset(config)
+            return config, None
+        except ValueError as preset_error:
+            try:
+                return ViTConfig.from_timm(config), dataclasses.asdict(PIPELINES["timm"])
+            except ValueError as timm_error:
+                raise ValueError(f"config {config!r} is neither a preset ({preset_error}) nor a timm "
+                                 f"model name ({timm_error})") from None
+    if config is None or isinstance(config, ViTConfig):
+        return config, None
+    config_path = os.fspath(config)
+    data = read_json(config_path, "config file")
+    if families.timm.is_hub_config(data) or (isinstance(data, dict) and "model_cfg" in data):
+        kind: Format = "timm-hub" if families.timm.is_hub_config(data) else "open_clip"
+        parsed, pre, _ = _hub_config(kind, config_path)
+        return parsed, pre
+    return config, None
+
+
 def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | None, list[str]]:
     """A timm or open_clip folder's config (and preprocessing, and what was left aside)."""
     if fmt == "timm-hub":
-        config_json = os.path.join(path, "config.json")
+        config_json = path if os.path.isfile(path) else os.path.join(path, "config.json")
         data = read_json(config_json, "config.json")
         try:
             fields = families.timm.hub_fields(data)
@@ -161,7 +187,7 @@ def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | Non
             return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None), []
         except (ValueError, TypeError) as e:
             raise ValueError(f"{config_json} (a timm hub config): {e}") from None
-    config_json = os.path.join(path, families.open_clip.CONFIG)
+    config_json = path if os.path.isfile(path) else os.path.join(path, families.open_clip.CONFIG)
     data = read_json(config_json, families.open_clip.CONFIG)
     try:
         fields, pre = families.open_clip.config_fields(data)
@@ -181,6 +207,8 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     """
     path = os.fspath(path)
     fmt, weights = detect_format(path)
+    hub_preprocessing = None
+    config, hub_preprocessing = _named_config(config)
     notes: list[str] = []
     known: dict[str, Any] = {}
     origin: dict[str, str] = {}  # canonical key -> the file's name for it
@@ -188,7 +216,6 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     config_json = os.path.join(path, "config.json")
     dir_config = (ViTConfig.from_hf(config_json) if fmt in ("hf", "hf-flax") and config is None
                   and os.path.lexists(config_json) else None)
-    hub_preprocessing = None
     if fmt in ("timm-hub", "open_clip") and config is None:
         dir_config, hub_preprocessing, _ = _hub_config(fmt, path)
         config_json = os.path.join(path, "config.json" if fmt == "timm-hub" else families.open_clip.CONFIG)

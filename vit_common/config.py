@@ -39,6 +39,8 @@ _HF_DEFAULT_NUM_LABELS = 2  # what HF assumes when a config.json names no labels
 MAX_PATCHES = 65_536
 MAX_LABELS = 1_000_000
 MAX_PROJECTION = 65_536
+# the model_type of our own config.json (every field, for what no HF or timm config expresses)
+OWN_MODEL_TYPE = "twin_vit"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,6 +304,10 @@ class ViTConfig:
     def _from_hf_dict(cls, data: Any) -> ViTConfig:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        if families.timm.is_hub_config(data):  # a timm hub folder's config.json
+            return cls(**families.timm.hub_fields(data))
+        if data.get("model_type") == OWN_MODEL_TYPE:
+            return cls._from_own(data)
         model_type = data.get("model_type", families.CLASSIC)
         if not isinstance(model_type, str):
             raise ValueError(f"model_type must be a string, got {type(model_type).__name__}")
@@ -350,6 +356,33 @@ class ViTConfig:
                 raise ValueError("label2id must map label names to integer ids")
             extra["label2id"] = {str(k): int(v) for k, v in label2id.items()}
         return cls(**fields, num_labels=num_labels, extra=extra)
+
+    # --- our own config.json, for a model no HF family and no timm definition expresses --------
+    def to_own(self) -> dict[str, Any]:
+        """Every field as config.json holds it under model_type "twin_vit" (docs/checkpoints.md):
+        `from_hf` reads it back to an equal config, extra included."""
+        data: dict[str, Any] = {"model_type": OWN_MODEL_TYPE}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        extra = dict(self.extra)
+        if "id2label" in extra:
+            extra["id2label"] = {str(k): v for k, v in extra["id2label"].items()}
+        data["extra"] = extra
+        return data
+
+    @classmethod
+    def _from_own(cls, data: Mapping[str, Any]) -> ViTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names - {"model_type"})
+        if unknown:
+            raise ValueError(f"a {OWN_MODEL_TYPE!r} config has only ViTConfig fields; unknown: {', '.join(unknown)}")
+        extra = data.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError(f"'extra' must be an object, got {type(extra).__name__}")
+        if "id2label" in extra:
+            extra = {**extra, "id2label": _int_keyed(extra["id2label"], "id2label")}
+        return cls(**{k: v for k, v in data.items() if k in names and k != "extra"}, extra=extra)
 
     @property
     def hf_model_type(self) -> str:

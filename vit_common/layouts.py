@@ -79,6 +79,8 @@ def hf_form(config: ViTConfig) -> ViTConfig:
     order = ([stated] if stated in models else []) + [m for m in models if m != stated]
     for model_type in order:
         family = models[model_type]
+        if config.projection_size and family.projection is None:
+            continue  # no class of this family holds a projection
         wants = {k: family.switches.get(k, getattr(config, k) if k in family.free else None)
                  for k in _RELAYOUT}
         changes = {k: v for k, v in wants.items() if v is not None}
@@ -95,6 +97,8 @@ def hf_form(config: ViTConfig) -> ViTConfig:
         if not family.mismatches(candidate):
             return candidate.replace(extra={**candidate.extra, "model_type": model_type})
     wrong = models[families.CLASSIC].mismatches(config)
+    if config.projection_size:
+        wrong.append(f"projection_size={config.projection_size}")
     raise ValueError(f"no HF model family expresses this ViT ({', '.join(wrong)}); write timm or Flax "
                      f"weights instead")
 

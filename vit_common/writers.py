@@ -113,12 +113,14 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
         raise ValueError(f"framework must be 'torch' or 'flax', got {framework!r}")
     check_state_dict(state, config, has_classifier(state), "save_hf")
     with_head = has_classifier(state)
-    state, config = hf_target(state, config)
+    try:
+        state, config = hf_target(state, config)
+    except ValueError:  # no HF family holds it: timm's folder, else our own config (never lost)
+        _save_beyond_hf(state, config, directory, framework, overwrite, progress)
+        return
     model = families.hf_model(config.extra["model_type"])
-    if framework == "flax" and not model.has_flax:
-        flax_types = [m.backbone.removesuffix("Model") for m in families.HF_MODELS.values() if m.has_flax]
-        raise ValueError(f"HF has Flax models for {', '.join(flax_types)} only, not {model.model_type!r}; "
-                         f"write the torch directory or our Flax .msgpack")
+    # framework="flax" for a family HF has no Flax class for (all but ViT; transformers 5 has none):
+    # the family's config.json beside our Flax tree, which this project reads back
     # the one conversion this save makes: to the family's HF names (torch) or to the Flax tree
     theirs = ({k: make() for k, make in to_naming(model.naming, state, config)} if framework == "torch"
               else torch_to_flax(state, config))
@@ -146,13 +148,46 @@ def save_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str |
     atomic_directory(directory, fill, overwrite=overwrite)
 
 
+def _save_beyond_hf(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike,
+                    framework: str, overwrite: bool, progress: Progress | None) -> None:
+    """A directory for a model no HF family expresses, its config kept: a timm hub folder (timm's
+    config.json; Flax weights beside it for framework="flax") when a timm definition builds it,
+    else our own config.json (model_type "twin_vit", every field) beside canonical or Flax weights."""
+    try:
+        target = layouts.timm_form(config)
+        data = families.timm.hub_config(target if has_classifier(state) else target.replace(num_labels=0),
+                                        config.extra.get("preprocessing"))
+        _plain_head(state, config, "timm")
+    except ValueError:
+        target, data = config, config.to_own()
+    if framework == "torch" and "architecture" in data:
+        save_timm_hub(state, config, directory, overwrite=overwrite, progress=progress)
+        return
+    laid = layouts.relayout(state, config, target) if target is not config else state
+    tensors = torch_to_flax(laid, target) if framework == "flax" else {k: np.asarray(v) for k, v in laid.items()}
+
+    def fill(tmp: str) -> None:
+        atomic_write_text(os.path.join(tmp, "config.json"), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        if framework == "flax":
+            write_msgpack(os.path.join(tmp, "flax_model.msgpack"), tensors, progress=progress)
+        else:
+            write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, metadata={"format": "pt"},
+                              progress=progress)
+
+    atomic_directory(directory, fill, overwrite=overwrite)
+
+
 def save_hf_flax(params: Mapping[str, Any], config: ViTConfig, directory: str | os.PathLike, *,
                  with_head: bool, overwrite: bool = False, progress: Progress | None = None) -> None:
     """An HF Flax directory from a per-layer Flax params tree. When the config already has its HF
     family's layout the tree is written as it is, after its names and shapes are checked (no
-    conversion); otherwise it goes once through the canonical state to be laid out."""
-    target = layouts.hf_form(config)
-    if not families.hf_model(target.extra["model_type"]).has_flax \
+    conversion); otherwise it goes once through the canonical state to be laid out. A model no HF
+    family expresses keeps its config all the same (timm's config.json or our own)."""
+    try:
+        target = layouts.hf_form(config)
+    except ValueError:
+        target = None
+    if target is None or not families.hf_model(target.extra["model_type"]).has_flax \
             or any(getattr(target, f.name) != getattr(config, f.name)
                    for f in dataclasses.fields(ViTConfig) if f.compare):
         save_hf(flax_to_torch(params, config, with_head=with_head), config, directory, framework="flax",
@@ -256,10 +291,10 @@ def save_timm_hub(state: Mapping[str, np.ndarray], config: ViTConfig, directory:
     timm reads it back with create_model(architecture, pretrained=True, pretrained_cfg_overlay=
     dict(file=.../model.safetensors), num_classes=..., **model_args)."""
     check_state_dict(state, config, has_classifier(state), "save_timm_hub")
-    tensors = timm_state(state, config)
     target = layouts.timm_form(config)
     data = families.timm.hub_config(target if has_classifier(state) else target.replace(num_labels=0),
                                     config.extra.get("preprocessing"))
+    tensors = timm_state(state, config)
 
     def fill(tmp: str) -> None:
         atomic_write_text(os.path.join(tmp, "config.json"), json.dumps(data, indent=2) + "\n")

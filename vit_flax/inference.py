@@ -198,7 +198,7 @@ class InferenceEngine:
             pending.append((self._step(self.params, x), rows))  # dispatched, not awaited
         keys = ["pooled", "logits"] if self.has_head else ["pooled"]
         if not pending:
-            widths = {"pooled": self.config.hidden_size, "logits": self.config.num_labels}
+            widths = {"pooled": self.config.pooled_size, "logits": self.config.num_labels}
             return Outputs({k: np.zeros((0, widths[k]), np.float32) for k in keys})
         return Outputs({k: np.concatenate([_local_rows(out[k])[:rows] for out, rows in pending]) for k in keys})
 

@@ -96,7 +96,7 @@ class InferenceEngine:
                 out = self._forward(x.to(device=self.device, dtype=self.dtype))
                 for k in keys:
                     parts[k].append(out[k][:rows].cpu().numpy())
-        widths = {"pooled": self.config.hidden_size, "logits": self.config.num_labels}
+        widths = {"pooled": self.config.pooled_size, "logits": self.config.num_labels}
         return Outputs({k: np.concatenate(v) if v else np.zeros((0, widths[k]), np.float32)
                         for k, v in parts.items()})
 

@@ -151,8 +151,6 @@ def model_cfg(config: Any) -> dict[str, Any]:
         wrong.append(f"hidden_act={config.hidden_act!r}")
     if not config.projection_size:
         wrong.append("no projection (open_clip towers end in visual.proj)")
-    if config.num_labels:
-        wrong.append(f"a classifier ({config.num_labels} labels)")
     if wrong:
         raise ValueError(f"open_clip's VisionTransformer cannot express {', '.join(wrong)}")
     vision: dict[str, Any] = {
