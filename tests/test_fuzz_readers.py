@@ -250,3 +250,60 @@ def test_mutated_orbax_folder(ops: list[tuple], pick: int, tmp_path_factory) -> 
         restore_train_state(folder, {"w": jnp.zeros(64)}, {"mu": jnp.zeros(64)})
     except ValueError as e:
         assert str(folder) in str(e)
+
+
+@cache
+def _valid_hub(kind: str) -> Path:
+    """A timm hub folder and an open_clip folder, as our writers make them (what their libraries
+    read: tests/test_hub_formats.py)."""
+    import numpy as np
+
+    from vit_common.checkpoints import save_open_clip, save_timm_hub
+    from vit_common.config import ViTConfig
+    from vit_common.families import open_clip
+    from vit_common.canonical import expected_entries
+
+    if kind == "timm":
+        config = ViTConfig.from_timm("vit_tiny_patch16_224", depth=1, img_size=16, embed_dim=16, num_heads=2,
+                                     num_classes=3)
+    else:
+        fields, _ = open_clip.config_fields({"model_cfg": {"embed_dim": 8, "vision_cfg": {
+            "width": 16, "layers": 1, "head_width": 8, "patch_size": 8, "image_size": 16}}})
+        config = ViTConfig(**fields)
+    rng = np.random.default_rng(0)
+    with_head = kind == "timm"
+    state = {e.torch_key: rng.normal(size=e.torch_shape).astype(np.float32)
+             for e in expected_entries(config, with_head)}
+    path = Path(tempfile.mkdtemp(prefix=f"fuzz-{kind}-")) / "ckpt"
+    (save_timm_hub if kind == "timm" else save_open_clip)(state, config, path)
+    return path
+
+
+def _set_somewhere(doc: dict, key: str, value, pick: int) -> None:
+    """Set `key` (or an existing key, chosen by `pick`) of the document or of one of its objects."""
+    objects = [doc]
+    for obj in objects:
+        objects += [v for v in obj.values() if isinstance(v, dict)]
+    target = objects[pick % len(objects)]
+    if pick % 2 and target:
+        key = sorted(target)[pick % len(target)]
+    target[key] = value
+
+
+@pytest.mark.parametrize("kind", ["timm", "open_clip"])
+@FUZZ
+@given(key=st.text(max_size=12), value=json_value, pick=st.integers(0, 2**16))
+def test_mutated_hub_configs(tmp_path, kind: str, key: str, value, pick: int) -> None:
+    """A field of a timm hub config.json (model_args, pretrained_cfg ...) or an open_clip config
+    (model_cfg.vision_cfg, preprocess_cfg ...) set to any JSON value: loaded, or one ValueError."""
+    path = _copy(_valid_hub(kind), tmp_path)
+    name = "config.json" if kind == "timm" else "open_clip_config.json"
+    doc = json.loads((path / name).read_text())
+    _set_somewhere(doc, key, value, pick)
+    (path / name).write_text(json.dumps(doc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            load_checkpoint(path)
+        except ValueError as e:
+            assert str(path) in str(e), f"error does not name the folder: {e}"
