@@ -79,10 +79,15 @@ def _hf_outputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tens
             out = model.vision_model(pixel_values=x)
         else:
             out = model(pixel_values=x)
+        # CLIP's image embedding: the pooled output after visual_projection, as CLIPModel gives it
+        image_embeds = (model.get_image_features(pixel_values=x).pooler_output
+                        if isinstance(model, transformers.CLIPModel) else getattr(out, "image_embeds", None))
     if hasattr(out, "logits") and out.logits is not None:
         return {"logits": out.logits}
     tokens = out.last_hidden_state
-    pooled = out.pooler_output if isinstance(model, transformers.DeiTModel) is False else None
+    pooled = getattr(out, "pooler_output", None) if isinstance(model, transformers.DeiTModel) is False else None
+    if image_embeds is not None:
+        pooled = image_embeds
     if pooled is None:  # DeiT: (CLS + DIST) / 2, what HF's WithTeacher head averages over
         pooled = (tokens[:, 0] + tokens[:, 1]) / 2
     return {"pooled": pooled, "tokens": tokens}
@@ -136,8 +141,8 @@ def test_hf_family_loads_and_writes_back(family: str, tmp_path) -> None:
                else model)
     if family.endswith("-classifier"):
         cls = type(model)
-    elif family.startswith(("clip-two", "siglip-two")):
-        cls = transformers.CLIPVisionModel if family.startswith("clip") else transformers.SiglipVisionModel
+    elif family.startswith(("clip-two", "siglip-two")):  # CLIP's tower keeps its projection
+        cls = transformers.CLIPVisionModelWithProjection if family.startswith("clip") else transformers.SiglipVisionModel
     if family == "deit-model":
         back = transformers.DeiTModel.from_pretrained(tmp_path / "ours", add_pooling_layer=False,
                                                       output_loading_info=True)

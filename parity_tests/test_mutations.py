@@ -3,6 +3,7 @@ temporary copy of the project, makes its named check fail there."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,24 +25,52 @@ def _copy(tmp: Path) -> Path:
     return tmp
 
 
-def _run(copy: Path, check: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           "-o", "addopts=--strict-markers", "-n", "0", check],
-                          cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+class _Server:
+    """One mutation_server.py process per test worker: the checks run in it one after another,
+    the heavy libraries imported once (a fresh process per check spends ~10 s importing them)."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "parity_tests" / "mutation_server.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                     cwd=ROOT)
+        self.count = 0
+
+    def run(self, copy: Path, check: str) -> tuple[int, str]:
+        self.count += 1
+        token = f"@@mutation-check-{os.getpid()}-{self.count}@@"
+        log = copy / "check.log"
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"copy": str(copy), "check": check, "token": token, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:  # the checks' own output may come first: skipped
+            if line.startswith(token):
+                return int(line.split()[1]), log.read_text()
+        raise RuntimeError(f"the mutation server ended while running {check}")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = _Server()
+    yield s
+    s.close()
 
 
 @pytest.mark.parametrize("mutation", CATALOGUE, ids=[m.name for m in CATALOGUE])
-def test_the_slip_is_caught(tmp_path: Path, mutation: Mutation) -> None:
+def test_the_slip_is_caught(tmp_path: Path, mutation: Mutation, server: _Server) -> None:
     source = (ROOT / mutation.file).read_text()
     assert source.count(mutation.old) == 1, f"{mutation.file} no longer holds {mutation.old!r} once"
     copy = _copy(tmp_path)
     (copy / mutation.file).write_text(source.replace(mutation.old, mutation.new))
-    out = _run(copy, mutation.check)
+    code, out = server.run(copy, mutation.check)
     # 1: tests ran and failed. (0 would be a slip passing the check; 2, 4, 5: it did not run)
-    assert out.returncode == 1, (
-        f"{mutation.name}: {mutation.check} exited {out.returncode}\n{out.stdout[-3000:]}{out.stderr[-2000:]}")
-    assert "1 failed" in out.stdout.splitlines()[-1]
+    assert code == 1, f"{mutation.name}: {mutation.check} exited {code}\n{out[-3000:]}"
+    assert "1 failed" in out.strip().splitlines()[-1]
 
 
 def test_the_checks_pass_without_the_slips(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from vit_cli.common import (
     finite_float,
     non_negative_int,
     normalisation,
+    positive_int,
     run,
 )
 from vit_common.datasets import IMAGE_SUFFIXES
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", type=finite_float, nargs="+", help="normalisation mean (default: the "
                    "checkpoint's own, from preprocessor_config.json or its format, else ImageNet's)")
     p.add_argument("--std", type=finite_float, nargs="+", help="normalisation std (likewise)")
+    p.add_argument("--max-num-patches", type=positive_int, default=256, metavar="N",
+                   help="SigLIP 2 NaFlex checkpoints: each image is embedded at its own aspect ratio, "
+                        "resized to at most N patches (Siglip2ImageProcessor's max_num_patches; default 256)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
@@ -149,13 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vit_common.preprocessing import preprocess_array
+    import vit_common.families as families
+    from vit_common.preprocessing import MAX_NAFLEX_PATCHES, naflex_batch, preprocess_array
 
     out_npy = args.output if args.output.endswith(".npy") else args.output + ".npy"
     out_json = out_npy[:-len(".npy")] + ".json"
     # every argument checked before any work starts
     normalisation(args.mean, "mean")
     normalisation(args.std, "std", positive=True)
+    if args.max_num_patches > MAX_NAFLEX_PATCHES:
+        raise ValueError(f"--max-num-patches must be at most {MAX_NAFLEX_PATCHES:,}, got {args.max_num_patches}")
     for path in (out_npy, out_json):
         check_target(path, overwrite=args.force, directory=False)
     paths, missing = expand_images(args.images)
@@ -166,6 +173,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError(f"--mean/--std need 1 or {config.num_channels} values for this model, got "
                          f"{len(mean)} and {len(std)}")
     id2label = {int(k): v for k, v in (config.extra.get("id2label") or {}).items()}
+    naflex = families.timm.is_naflex(config)  # SigLIP 2 NaFlex: every image at its own shape
     skipped: list[dict[str, str]] = [{"path": p, "error": why} for p, why in missing]
     done: list[str] = []
     rows: list[np.ndarray] = []
@@ -176,14 +184,16 @@ def _main(args: argparse.Namespace) -> int:
             pixels, ok = [], []
             for path in batch:
                 try:
-                    pixels.append(preprocess_array(path, config, mean=mean, std=std))
+                    pixels.append(naflex_batch(path, config, max_num_patches=args.max_num_patches, mean=mean, std=std)
+                                  if naflex else preprocess_array(path, config, mean=mean, std=std))
                     ok.append(path)
                 except Exception as e:  # any failure of one image skips that image, never the run
                     reason = str(e) or type(e).__name__
                     skipped.append({"path": path, "error": reason})
                     _say(f"vit-embed: skipping {path}: {reason}", sys.stderr)
             if ok:
-                out = engine(np.stack(pixels))
+                out = engine({k: np.concatenate([p[k] for p in pixels]) for k in pixels[0]} if naflex
+                             else np.stack(pixels))
                 rows.append(out["pooled"])
                 done += ok
                 if engine.has_head and args.top_k:
@@ -220,9 +230,12 @@ def _main(args: argparse.Namespace) -> int:
 def _which(config: Any) -> str:
     """Which embedding vit-embed gives: the projected one where the checkpoint has a projection
     (CLIP's image embedding, what retrieval and zero-shot use), else the tower's pooled output."""
+    import vit_common.families as families
+
+    native = ", each image at its own aspect ratio (NaFlex)" if families.timm.is_naflex(config) else ""
     if config.projection_size:
-        return f"projected image embedding ({config.projection_size}-d, after the visual projection)"
-    return f"pooled tower output ({config.hidden_size}-d)"
+        return f"projected image embedding ({config.projection_size}-d, after the visual projection{native})"
+    return f"pooled tower output ({config.hidden_size}-d{native})"
 
 
 def _top_k(logits: np.ndarray, k: int, id2label: dict[int, str]) -> list[list[dict[str, Any]]]:

@@ -239,7 +239,11 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         if fmt == "open_clip" or families.open_clip.is_open_clip(raw):
             raw = families.open_clip.vision_tower(raw, weights, notes)
         raw = _vision_tower(raw, weights, notes)
-        forced = {"timm-hub": families.timm.TIMM, "open_clip": families.open_clip.OPEN_CLIP}.get(fmt)
+        forced = {"timm-hub": detect_naming(raw, [families.timm.TIMM_NAFLEX, families.timm.TIMM]),
+                  "open_clip": families.open_clip.OPEN_CLIP}.get(fmt)
+        stated = (given.extra.get("model_type") if given is not None else None)
+        if forced is None and stated in families.HF_MODELS:  # the directory's own family first
+            forced = detect_naming(raw, [families.HF_MODELS[stated].naming])
         found = forced or detect_naming(raw, families.state_namings())
         if found is None:
             sample = ", ".join(sorted(raw)[:4])

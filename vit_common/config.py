@@ -21,7 +21,7 @@ HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu"]
 # The family switches (DINOv2, CLIP, SigLIP, DeiT, timm's and big_vision's variants); defaults are
 # classic ViT. Each is handled in one place in each twin.
 PositionEmbedding = Literal["learned", "sincos2d", "none"]
-Resampling = Literal["bicubic", "bicubic_antialias"]
+Resampling = Literal["bicubic", "bicubic_antialias", "bilinear_antialias"]
 Pooling = Literal["cls", "gap", "map"]
 FinalNorm = Literal["tokens", "pooled"]
 MlpType = Literal["mlp", "swiglu"]
@@ -73,7 +73,8 @@ class ViTConfig:
     # original timm); otherwise it covers the patches only and is added before (timm no_embed_class)
     position_embedding_covers_prefix: bool = True
     # how interpolate_pos_encoding resamples the table: torch bicubic, or with antialiasing (timm
-    # dynamic_img_size, HF Dinov2WithRegisters)
+    # dynamic_img_size, HF Dinov2WithRegisters), or bilinear with antialiasing (SigLIP 2 NaFlex,
+    # which resizes the table to every image's own patch grid: the models' patch inputs)
     position_embedding_resampling: Resampling = "bicubic"
     pre_norm: bool = False  # CLIP's pre_layrnorm / timm norm_pre on the embedded tokens
     patch_bias: bool = True
@@ -410,6 +411,8 @@ class ViTConfig:
                 value = getattr(self, f.name)
                 data[f.name] = list(value) if isinstance(value, tuple) else value
         data.update(family.write(self))
+        for key in family.omits:
+            data.pop(key, None)
         if self.projection_size:
             data["projection_dim"] = self.projection_size
         for theirs, ours in family.renamed.items():

@@ -61,6 +61,8 @@ def timm_form(config: ViTConfig) -> ViTConfig:
     """The config as timm builds it: registers without position slots (no_embed_class), the
     final norm on the tokens for [CLS] pooling, no mask token, antialiased resampling."""
     changes: dict[str, Any] = {"mask_token": False, "position_embedding_resampling": "bicubic_antialias"}
+    if config.position_embedding_resampling == "bilinear_antialias":  # a NaFlexVit keeps its own
+        changes["position_embedding_resampling"] = "bilinear_antialias"
     if config.num_register_tokens:
         changes["position_embedding_covers_prefix"] = False
     if config.pooling == "cls" and config.final_norm == "pooled" and not config.distillation_token:
@@ -81,6 +83,9 @@ def hf_form(config: ViTConfig) -> ViTConfig:
         family = models[model_type]
         if config.projection_size and family.projection is None:
             continue  # no class of this family holds a projection
+        if (config.position_embedding_resampling == "bilinear_antialias"
+                and family.switches.get("position_embedding_resampling") != "bilinear_antialias"):
+            continue  # a NaFlex model's per-image resizing is its own, not a layout detail
         wants = {k: family.switches.get(k, getattr(config, k) if k in family.free else None)
                  for k in _RELAYOUT}
         changes = {k: v for k, v in wants.items() if v is not None}

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from vit_common.config import ViTConfig
 
 Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls",
-               "scale", "gamma", "vector", "table", "rows", "matrix", "in_proj"]
+               "scale", "gamma", "vector", "table", "rows", "matrix", "in_proj", "patch_linear", "grid_table"]
 Array = np.ndarray
 
 
@@ -52,6 +52,17 @@ def _same(a: Array, c: ViTConfig | None = None) -> Array:
 
 def _bias(ours: str = "bias", theirs: str = "bias") -> Leaf:
     return Leaf(ours, theirs, 1, _same, _same)
+
+
+def _patch_kernel(k: Array) -> Array:
+    """A NaFlex patch Linear (hidden, p*p*C) as our conv weight (hidden, C, p, p). The file does not
+    say C: three channels when p*p*3 columns make a square patch, else one."""
+    width = k.shape[1]
+    for c in (3, 1):
+        p = int(round((width / c) ** 0.5))
+        if width % c == 0 and p * p * c == width:
+            return k.reshape(k.shape[0], p, p, c).transpose(0, 3, 1, 2)
+    raise ValueError(f"a patch embedding of {width} columns is not p*p*3 or p*p*1 for any patch size p")
 
 
 KINDS: dict[Kind, tuple[Leaf, ...]] = {
@@ -91,6 +102,13 @@ KINDS: dict[Kind, tuple[Leaf, ...]] = {
     "rows": (Leaf("", "", 2, lambda t, c: t.reshape(t.shape[1:]), lambda t: t[None]),),
     # a bare (in, out) parameter applied as x @ proj <-> our Linear weight (out, in) (open_clip's proj)
     "matrix": (Leaf("weight", "", 2, lambda w, c: w.T, lambda k: k.T),),
+    # SigLIP 2 NaFlex's patch embedding: a Linear over patches flattened in (row, col, channel)
+    # order, (hidden, p*p*C) <-> our conv (hidden, C, p, p)
+    "patch_linear": (Leaf("weight", "weight", 2, lambda w, c: w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1),
+                          lambda k: _patch_kernel(k)), _bias()),
+    # timm NaFlexVit's position grid (1, gh, gw, hidden) <-> our (1, gh*gw, hidden) table
+    "grid_table": (Leaf("", "", 4, lambda t, c: t.reshape(1, *c.grid_size, t.shape[-1]),
+                        lambda t: t.reshape(1, -1, t.shape[-1])),),
     # nn.MultiheadAttention's packed input projection (SigLIP's pooling head)
     "in_proj": (Leaf("weight", "in_proj_weight", 2, _same, _same), _bias("bias", "in_proj_bias")),
     # big_vision adds position embeddings before prepending [CLS]: its slot is zero here
@@ -125,6 +143,8 @@ class Naming:
     sep: str = "."  # between their module path and their leaf name
     backbone_prefix: str = ""  # theirs, in front of the backbone when a classifier is present
     markers: tuple[str, ...] = ()  # their keys (backbone, no prefix) that identify this naming
+    # the ranks some markers must have (SigLIP 2's patch Linear beside SigLIP's conv, same names)
+    marker_ranks: tuple[tuple[str, int], ...] = ()
     # backbone modules theirs keeps beside the backbone, outside its prefix (CLIP's
     # visual_projection); a model with one of them has its backbone under the prefix, as a classifier
     top: tuple[Rename, ...] = ()
@@ -288,7 +308,8 @@ def detect_naming(keys: Any, candidates: Iterable[Naming]) -> Naming | None:
     its backbone prefix)."""
     for n in candidates:
         for prefix in ("", n.backbone_prefix):
-            if all(prefix + m in keys for m in n.markers):
+            if all(prefix + m in keys for m in n.markers) and all(
+                    np.ndim(keys[prefix + m]) == rank for m, rank in n.marker_ranks):
                 return n
     return None
 

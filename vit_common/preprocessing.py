@@ -437,3 +437,71 @@ def demo_image(size: int = 256, seed: int = 0) -> np.ndarray:
     rgb = np.stack([x, y, 0.5 * (1 - x) + 0.5 * disc], axis=-1) * 200
     rgb += rng.normal(0, 20, size=rgb.shape)
     return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# SigLIP 2 NaFlex: every image at its own aspect ratio, as patches
+
+MAX_NAFLEX_PATCHES = 65_536
+
+
+def naflex_size(height: int, width: int, patch_size: int, max_num_patches: int) -> tuple[int, int]:
+    """The (height, width) in pixels Siglip2ImageProcessor resizes an image to: the largest scale
+    (found by bisection to 1e-5, as HF does) whose sides, each rounded up to whole patches (at
+    least one), make at most `max_num_patches` patches."""
+    def side(scale: float, size: int) -> int:
+        return max(patch_size, math.ceil(size * scale / patch_size) * patch_size)
+
+    lo, hi = 1e-6, 100.0
+    while hi - lo >= 1e-5:
+        mid = (lo + hi) / 2
+        if (side(mid, height) / patch_size) * (side(mid, width) / patch_size) <= max_num_patches:
+            lo = mid
+        else:
+            hi = mid
+    return side(lo, height), side(lo, width)
+
+
+def patchify(pixels: np.ndarray, patch_size: int) -> np.ndarray:
+    """(H, W, C) with H, W multiples of p -> (H/p * W/p, p*p*C): patches row-major over the image,
+    each flattened in (row, column, channel) order (SigLIP 2 NaFlex's layout)."""
+    h, w, c = pixels.shape
+    p = patch_size
+    grid = pixels.reshape(h // p, p, w // p, p, c).transpose(0, 2, 1, 3, 4)
+    return grid.reshape((h // p) * (w // p), p * p * c)
+
+
+def naflex_batch(images: ImageInput | Sequence[ImageInput], config: ViTConfig | None = None, *,
+                 max_num_patches: int = 256, patch_size: int | None = None, preset: str | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 resample: Resample | None = None, max_pixels: int = MAX_PIXELS) -> dict[str, np.ndarray]:
+    """Images -> the NaFlex inputs of Siglip2ImageProcessor: each image resized (its aspect ratio
+    kept, `naflex_size`), normalised, cut into patches and zero-padded to `max_num_patches` rows.
+    Returns {"pixel_values": float32 (B, N, p*p*C), "pixel_attention_mask": int32 (B, N),
+    "spatial_shapes": int64 (B, 2)}, the twins' NaFlex arguments."""
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not images:
+        raise ValueError("expected at least one image, got an empty list")
+    if not (isinstance(max_num_patches, int) and not isinstance(max_num_patches, bool)
+            and 1 <= max_num_patches <= MAX_NAFLEX_PATCHES):
+        raise ValueError(f"max_num_patches must be an int in [1, {MAX_NAFLEX_PATCHES:,}], got {max_num_patches!r}")
+    config = config or ViTConfig(position_embedding_resampling="bilinear_antialias")
+    p = patch_size or config.patch_size
+    settings = PIPELINES[preset] if preset is not None else preprocessing_for(config)
+    overrides = {k: v for k, v in (("resample", resample), ("mean", mean), ("std", std)) if v is not None}
+    settings = dataclasses.replace(settings, crop_pct=None, **overrides)
+    channels = config.num_channels
+    mean_a, std_a = _stats(settings.mean, channels, "mean"), _stats(settings.std, channels, "std")
+    values = np.zeros((len(images), max_num_patches, p * p * channels), np.float32)
+    mask = np.zeros((len(images), max_num_patches), np.int32)
+    shapes = np.zeros((len(images), 2), np.int64)
+    for i, image in enumerate(images):
+        img = load_image(image, channels, max_pixels=max_pixels)
+        w0, h0 = img.size if isinstance(img, Image.Image) else img.shape[1::-1]
+        height, width = naflex_size(h0, w0, p, max_num_patches)
+        pixels = (_resize(img, height, width, settings) - mean_a) / std_a
+        patches = patchify(pixels.astype(np.float32), p)
+        values[i, :len(patches)] = patches
+        mask[i, :len(patches)] = 1
+        shapes[i] = (height // p, width // p)
+    return {"pixel_values": values, "pixel_attention_mask": mask, "spatial_shapes": shapes}

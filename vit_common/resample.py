@@ -107,6 +107,23 @@ def bicubic_antialias_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=64)
+def bilinear_antialias_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) M with M @ x == F.interpolate(x, out_size, "bilinear", align_corners=False,
+    antialias=True) along one axis: the triangle kernel widened by the scale when shrinking, the
+    weights renormalised (SigLIP 2 NaFlex's resize; `bilinear_antialias_weights` is the same rule
+    for sizes known only at run time)."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    centre = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+    w = np.clip(1 - np.abs(np.arange(in_size, dtype=np.float64)[None] - centre[:, None]) / support, 0, None)
+    m = w / w.sum(axis=1, keepdims=True)
+    m.setflags(write=False)
+    return m
+
+
 def resampling_matrices(grid: tuple[int, int], new_grid: tuple[int, int], method: str
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The (rows, columns) matrices that move a position table from `grid` to `new_grid`."""
@@ -114,9 +131,11 @@ def resampling_matrices(grid: tuple[int, int], new_grid: tuple[int, int], method
         fn = bicubic_matrix
     elif method == "bicubic_antialias":
         fn = bicubic_antialias_matrix
+    elif method == "bilinear_antialias":
+        fn = bilinear_antialias_matrix
     else:
-        raise ValueError(f"position_embedding_resampling must be 'bicubic' or 'bicubic_antialias', "
-                         f"got {method!r}")
+        raise ValueError(f"position_embedding_resampling must be 'bicubic', 'bicubic_antialias' or "
+                         f"'bilinear_antialias', got {method!r}")
     return fn(grid[0], new_grid[0]), fn(grid[1], new_grid[1])
 
 

@@ -281,7 +281,8 @@ def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None)
     cfg = config or infer.infer_config(state, square=False)
     _plain_head(state, cfg, "timm")
     target = layouts.timm_form(cfg)
-    return {k: make() for k, make in to_naming(TIMM, layouts.relayout(state, cfg, target), target)}
+    naming = families.timm.TIMM_NAFLEX if families.timm.is_naflex(target) else TIMM
+    return {k: make() for k, make in to_naming(naming, layouts.relayout(state, cfg, target), target)}
 
 
 def save_timm_hub(state: Mapping[str, np.ndarray], config: ViTConfig, directory: str | os.PathLike, *,

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.convert import is_stacked, unwrap_params
-from vit_common.engines import Outputs, positive_int
+from vit_common.engines import Outputs, check_naflex_batch, is_naflex_batch, naflex_length, positive_int
 from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 ComputeDtype = Literal["float32", "bfloat16", "float16"]
@@ -128,6 +128,9 @@ class InferenceEngine:
         param_shardings = jax.tree_util.tree_map(lambda a: a.sharding, self.params)
         self._step = jax.jit(self._forward, in_shardings=(param_shardings, self.batch_sharding),
                              out_shardings=self.batch_sharding)
+        self._naflex_step = jax.jit(self._forward_naflex,
+                                    in_shardings=(param_shardings, *[self.batch_sharding] * 3),
+                                    out_shardings=self.batch_sharding)
         h, w = config.image_hw
         self.input_shape = (self.local_batch_size, h, w, config.num_channels)
 
@@ -159,6 +162,19 @@ class InferenceEngine:
         return jax.shard_map(per_device, mesh=self.mesh, in_specs=(PartitionSpec(), PartitionSpec("data")),
                              out_specs=PartitionSpec("data"))(params, pixels)
 
+    def _forward_naflex(self, params: Any, patches: jax.Array, mask: jax.Array, shapes: jax.Array
+                        ) -> dict[str, jax.Array]:
+        def run(module: Any, x: jax.Array, m: jax.Array, s: jax.Array) -> dict[str, jax.Array]:
+            vit = module.vit if self.has_head else module
+            tokens = vit.forward_features(x, pixel_attention_mask=m, spatial_shapes=s)
+            token_mask = vit.token_mask(m, s)
+            out = {"pooled": vit.pool(tokens, mask=token_mask).astype(jnp.float32)}
+            if self.has_head:
+                out["logits"] = module.head(tokens, mask=token_mask).astype(jnp.float32)
+            return out
+
+        return self.model.apply({"params": params}, patches, mask, shapes, method=run)
+
     def _apply(self, params: Any, pixels: jax.Array) -> dict[str, jax.Array]:
         def run(module: Any, x: jax.Array) -> dict[str, jax.Array]:
             vit = module.vit if self.has_head else module
@@ -178,10 +194,14 @@ class InferenceEngine:
         self._step.lower(self.params, spec).compile()
         return time.perf_counter() - t
 
-    def __call__(self, pixels: np.ndarray) -> Outputs:
+    def __call__(self, pixels: np.ndarray | Mapping[str, np.ndarray]) -> Outputs:
         """pixels (N, H, W, C) float32 -> {"pooled": (N, hidden), "logits": (N, num_labels)} float32,
         rows in input order. With several processes, N counts this process's images. ("cls", the
-        old name of "pooled", still reads it for this release.)"""
+        old name of "pooled", still reads it for this release.) A NaFlex batch
+        (vit_common.preprocessing.naflex_batch's dict) runs its images at their own shapes, each
+        step padded to a few sequence lengths (vit_common.engines.NAFLEX_LENGTHS)."""
+        if is_naflex_batch(pixels):
+            return self._naflex(pixels)
         pixels = np.asarray(pixels)
         if pixels.ndim != 4 or pixels.shape[1:] != self.input_shape[1:]:
             raise ValueError(f"expected pixels (N, H, W, C) = (N, {', '.join(map(str, self.input_shape[1:]))}), "
@@ -200,6 +220,27 @@ class InferenceEngine:
         if not pending:
             widths = {"pooled": self.config.pooled_size, "logits": self.config.num_labels}
             return Outputs({k: np.zeros((0, widths[k]), np.float32) for k in keys})
+        return Outputs({k: np.concatenate([_local_rows(out[k])[:rows] for out, rows in pending]) for k in keys})
+
+    def _naflex(self, batch: Mapping[str, np.ndarray]) -> Outputs:
+        p, c = self.config.patch_size, self.config.num_channels
+        values, mask, shapes = check_naflex_batch(batch, p * p * c)
+        counts = shapes.prod(axis=-1)
+        b = self.local_batch_size
+        pending = []
+        for start in range(0, values.shape[0], b):
+            rows = min(b, values.shape[0] - start)
+            size, length = self._bucket(rows), naflex_length(int(counts[start:start + rows].max()))
+            x = np.zeros((size, length, values.shape[-1]), np.float32)
+            m = np.zeros((size, length), bool)
+            s = np.ones((size, 2), np.int64)  # padding images: one masked patch each
+            keep = min(length, values.shape[1])
+            x[:rows, :keep] = values[start:start + rows, :keep]
+            m[:rows, :keep] = mask[start:start + rows, :keep]
+            s[:rows] = shapes[start:start + rows]
+            args = [jax.make_array_from_process_local_data(self.batch_sharding, a) for a in (x, m, s)]
+            pending.append((self._naflex_step(self.params, *args), rows))
+        keys = ["pooled", "logits"] if self.has_head else ["pooled"]
         return Outputs({k: np.concatenate([_local_rows(out[k])[:rows] for out, rows in pending]) for k in keys})
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from vit_common.config import ViTConfig
@@ -25,28 +26,31 @@ def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
     return jax.nn.initializers.truncated_normal(stddev=std, lower=-2.0, upper=2.0)
 
 
-def _attention_scores(q: jax.Array, k: jax.Array) -> jax.Array:
-    """q k^T / sqrt(head_dim): (B, heads, N, N), in at least float32 (the softmax's precision)."""
+def _attention_scores(q: jax.Array, k: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """q k^T / sqrt(head_dim): (B, heads, N, N), in at least float32 (the softmax's precision);
+    padding keys (`mask` (B, N_keys) False) at the dtype's lowest value, so they get no weight."""
     # (B, heads, N, head_dim) operands: batch dimensions leading, which XLA's CPU dot runs ~3x
     # faster than the (B, N, heads, head_dim) einsum
     scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
     return scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
 
 
-def _attention_probs(q: jax.Array, k: jax.Array) -> jax.Array:
+def _attention_probs(q: jax.Array, k: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """softmax(q k^T / sqrt(head_dim)): (B, heads, N, N) in the input dtype, the softmax taken in
     at least float32 as torch does for half precision (attention_maps and the visualisation call
     it; the model's eager path below is the same function, normalised after the product)."""
-    return jax.nn.softmax(_attention_scores(q, k), axis=-1).astype(q.dtype)
+    return jax.nn.softmax(_attention_scores(q, k, mask), axis=-1).astype(q.dtype)
 
 
 def _eager_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
-                     train: bool) -> jax.Array:
+                     train: bool, mask: jax.Array | None = None) -> jax.Array:
     """softmax(scores) v, written as (e v) / sum(e) with e = exp(scores - max): the division runs
     on the (N, head_dim) output instead of the (N, N) probabilities, which halves the attention
     core's time under XLA's CPU backend. Dropout on the probabilities is dropout on e (the row
     sum is taken before it, so the kept weights are those of softmax-then-dropout)."""
-    scores = _attention_scores(q, k)
+    scores = _attention_scores(q, k, mask)
     e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
     total = e.sum(axis=-1, keepdims=True)  # (B, heads, N, 1)
     e = dropout(e, deterministic=not train)
@@ -55,13 +59,14 @@ def _eager_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropo
 
 
 def _sdpa_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout,
-                    train: bool) -> jax.Array:
+                    train: bool, mask: jax.Array | None = None) -> jax.Array:
     # jax's fused attention (cuDNN flash attention on GPU); it has no dropout on the probabilities
     if train and dropout.rate > 0:
         raise ValueError("attention_impl='sdpa' has no attention dropout; train with 'eager' when "
                          "attention_probs_dropout_prob > 0")
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, N, heads, head_dim), jax's layout
-    out = jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+    out = jax.nn.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]),
+                                       mask=None if mask is None else mask[:, None, None, :])
     return out.transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
 
@@ -143,6 +148,18 @@ class ViTPatchEmbeddings(ViTModule):
         b, h, w, d = x.shape
         return x.reshape(b, h * w, d)  # (B, N, hidden), patches in row-major (h, w) order
 
+    def patches(self, patches: jax.Array) -> jax.Array:
+        """Patchified pixels (B, N, p*p*C), each patch flattened in (row, column, channel) order
+        (SigLIP 2 NaFlex) -> (B, N, hidden): the same projection, its kernel as a Dense."""
+        p, c = self.patch_size, self.pixel_shape[2]
+        _check_patches(patches, c * p * p)
+        if self.is_initializing():  # the conv's parameters, made as for pixel inputs
+            self.projection(jnp.zeros((1, p, p, c), self.dtype))
+        params = self.projection.variables["params"]
+        kernel = params["kernel"].reshape(p * p * c, -1)  # (p, p, C, hidden): (row, col, channel) rows
+        x = jnp.einsum("bnk,kd->bnd", patches.astype(self.dtype), kernel.astype(self.dtype))
+        return x + params["bias"].astype(self.dtype) if "bias" in params else x
+
 
 class ViTEmbeddings(ViTModule):
     """Patch vectors with the prefix tokens ([CLS], DIST, registers) in front and position
@@ -171,16 +188,28 @@ class ViTEmbeddings(ViTModule):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def __call__(self, pixel_values: jax.Array, train: bool = False,
-                 interpolate_pos_encoding: bool = False) -> jax.Array:
+                 interpolate_pos_encoding: bool = False, spatial_shapes: jax.Array | None = None) -> jax.Array:
         """`interpolate_pos_encoding`: accept any image size of at least one patch (floor(size / p)
-        patches per side, as HF and timm), resampling the position embeddings to its patch grid."""
+        patches per side, as HF and timm), resampling the position embeddings to its patch grid.
+        With `spatial_shapes` (B, 2), `pixel_values` are NaFlex patches (B, N, p*p*C): image i's
+        first h*w rows are its (h, w) patch grid in row-major order, the rest padding; the table is
+        resized to each image's own grid."""
         config = self.config
-        x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
+        if spatial_shapes is not None:
+            x = self.patch_embeddings.patches(pixel_values)  # (B, N, hidden)
+        else:
+            x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
         b, _, d = x.shape
         p = self.patch_embeddings.patch_size
-        grid = (pixel_values.shape[1] // p, pixel_values.shape[2] // p)
+        grid = (pixel_values.shape[1] // p, pixel_values.shape[2] // p) if spatial_shapes is None else None
         kind = config.position_embedding_type
-        if kind == "learned":
+        if spatial_shapes is not None:
+            if kind == "sincos2d":
+                raise ValueError("NaFlex patch inputs need a learned position table (sincos2d has no "
+                                 "per-image resizing here)")
+            pos = (_naflex_pos_embed(self.position_embeddings, self.grid_size, spatial_shapes, x.shape[1],
+                                     config) if kind == "learned" else None)
+        elif kind == "learned":
             pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid,
                                     config.num_position_prefix, config.position_embedding_resampling)
         elif kind == "sincos2d":
@@ -230,18 +259,19 @@ class ViTSelfAttention(ViTModule):
             q, k = self.q_norm(q).astype(q.dtype), self.k_norm(k).astype(k.dtype)
         return q, k
 
-    def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None,
+                 mask: jax.Array | None = None) -> jax.Array:
         """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
-        tokens), else from `x`."""
+        tokens), else from `x`; `mask` (B, N_keys) drops padding keys."""
         context = x if context is None else context
         b, n, _ = x.shape
         q, k = self._queries_keys(x, context)
-        context = self.attend(q, k, self._split(self.value(context)), self.dropout, train)  # (B, heads, N, head_dim)
+        context = self.attend(q, k, self._split(self.value(context)), self.dropout, train, mask)  # (B, heads, N, head_dim)
         return context.transpose(0, 2, 1, 3).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
 
-    def probabilities(self, x: jax.Array) -> jax.Array:
+    def probabilities(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
-        return _attention_probs(*self._queries_keys(x, x))
+        return _attention_probs(*self._queries_keys(x, x), mask)
 
 
 class ViTSelfOutput(ViTModule):
@@ -262,8 +292,9 @@ class ViTAttention(ViTModule):
         self.attention = ViTSelfAttention(**self.module_args)
         self.output = ViTSelfOutput(**self.module_args)
 
-    def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None) -> jax.Array:
-        return self.output(self.attention(x, train, context), train)
+    def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None,
+                 mask: jax.Array | None = None) -> jax.Array:
+        return self.output(self.attention(x, train, context, mask), train)
 
 
 class ViTIntermediate(ViTModule):
@@ -316,17 +347,17 @@ class ViTLayer(ViTModule):
         self.layer_scale1 = ViTLayerScale(**self.module_args) if self.config.layer_scale else None
         self.layer_scale2 = ViTLayerScale(**self.module_args) if self.config.layer_scale else None
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
         if self.layer_scale1 is None:
-            h = x + self.attention(self.layernorm_before(x), train)
+            h = x + self.attention(self.layernorm_before(x), train, None, mask)
             return self.output(self.intermediate(self.layernorm_after(h)), h, train)
-        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), train))
+        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), train, None, mask))
         return h + self.layer_scale2(self.output(self.intermediate(self.layernorm_after(h)), None, train))
 
-    def attention_probabilities(self, x: jax.Array) -> jax.Array:
+    def attention_probabilities(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
-        return self.attention.attention.probabilities(self.layernorm_before(x))
+        return self.attention.attention.probabilities(self.layernorm_before(x), mask)
 
 
 class ViTEncoder(ViTModule):
@@ -340,11 +371,11 @@ class ViTEncoder(ViTModule):
         else:
             self.layer = ModuleList([block(**self.module_args, parent=None, name=str(i)) for i in range(layers)])
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
         if self.scan_layers:
-            return self.layer(_at_least_f32(x), train)[0]
+            return self.layer(_at_least_f32(x), train, mask)[0]
         for layer in self.layer:
-            x = layer(x, train)
+            x = layer(x, train, mask)
         return x
 
 
@@ -363,9 +394,9 @@ class ViTAttentionPool(ViTModule):
         self.intermediate = ViTIntermediate(**{**self.module_args, "config": config.replace(mlp_type="mlp")})
         self.output = ViTOutput(**self.module_args)
 
-    def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
         probe = jnp.broadcast_to(self.probe.astype(tokens.dtype), (tokens.shape[0], 1, tokens.shape[2]))  # (B, 1, hidden)
-        x = _at_least_f32(self.attention(probe, train, tokens))
+        x = _at_least_f32(self.attention(probe, train, tokens, mask))
         return self.output(self.intermediate(self.layernorm(x)), x, train)[:, 0]  # (B, hidden)
 
 
@@ -385,35 +416,55 @@ class VisionTransformer(ViTModule):
         # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
         self.projection = _dense(self, config.projection_size, use_bias=False) if config.projection_size else None
 
-    def _embed(self, pixel_values: jax.Array, train: bool, interpolate_pos_encoding: bool) -> jax.Array:
-        x = self.embeddings(pixel_values, train, interpolate_pos_encoding)
+    def _embed(self, pixel_values: jax.Array, train: bool, interpolate_pos_encoding: bool,
+               spatial_shapes: jax.Array | None = None) -> jax.Array:
+        x = self.embeddings(pixel_values, train, interpolate_pos_encoding, spatial_shapes)
         return x if self.pre_layernorm is None else self.pre_layernorm(x)
 
+    def token_mask(self, pixel_attention_mask: jax.Array | None, spatial_shapes: jax.Array | None
+                   ) -> jax.Array | None:
+        """NaFlex: the (B, prefix + N) mask of real tokens (prefix tokens always real), None for
+        pixel inputs; a missing pixel_attention_mask means every patch is real."""
+        if pixel_attention_mask is None:
+            return None
+        if spatial_shapes is None:
+            raise ValueError("pixel_attention_mask goes with NaFlex patch inputs: pass spatial_shapes too")
+        mask = jnp.asarray(pixel_attention_mask).astype(bool)
+        prefix = jnp.ones((mask.shape[0], self.config.num_prefix_tokens), bool)
+        return jnp.concatenate([prefix, mask], axis=1)
+
     def forward_features(self, pixel_values: jax.Array, train: bool = False,
-                         interpolate_pos_encoding: bool = False) -> jax.Array:
+                         interpolate_pos_encoding: bool = False, pixel_attention_mask: jax.Array | None = None,
+                         spatial_shapes: jax.Array | None = None) -> jax.Array:
         """Every token, prefix tokens first: (B, prefix + N, hidden), after the final LayerNorm
-        when it sits on the tokens (as the source's last_hidden_state / forward_features)."""
-        x = self.encoder(self._embed(pixel_values, train, interpolate_pos_encoding), train)
+        when it sits on the tokens (as the source's last_hidden_state / forward_features).
+        NaFlex inputs: `pixel_values` (B, N, p*p*C) patches, `pixel_attention_mask` (B, N) and
+        `spatial_shapes` (B, 2) as HF's Siglip2 processor makes them; padding rows are computed
+        but attended by nothing."""
+        mask = self.token_mask(pixel_attention_mask, spatial_shapes)
+        x = self.encoder(self._embed(pixel_values, train, interpolate_pos_encoding, spatial_shapes), train, mask)
         return (self.layernorm(x) if self.config.final_norm == "tokens" else x).astype(self.dtype)
 
-    def pool(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+    def pool(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
         """forward_features' tokens -> the pooled embedding (B, pooled_size): projected when the
         model has a projection (CLIP's image embedding)."""
         config = self.config
         if config.pooling == "cls":
             pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
         elif config.pooling == "gap":
-            pooled = tokens[:, config.num_prefix_tokens:].mean(axis=1)
+            pooled = _patch_mean(tokens, config.num_prefix_tokens, mask)
         elif config.pooling == "map":
-            pooled = self.attention_pool(tokens, train)
+            pooled = self.attention_pool(tokens, train, mask)
         else:
             raise ValueError(f"unsupported pooling {config.pooling!r}")
         pooled = (self.layernorm(pooled) if config.final_norm == "pooled" else pooled).astype(self.dtype)
         return pooled if self.projection is None else self.projection(pooled)
 
-    def __call__(self, pixel_values: jax.Array, train: bool = False,
-                 interpolate_pos_encoding: bool = False) -> jax.Array:
-        return self.pool(self.forward_features(pixel_values, train, interpolate_pos_encoding), train)  # (B, hidden)
+    def __call__(self, pixel_values: jax.Array, train: bool = False, interpolate_pos_encoding: bool = False,
+                 pixel_attention_mask: jax.Array | None = None, spatial_shapes: jax.Array | None = None) -> jax.Array:
+        tokens = self.forward_features(pixel_values, train, interpolate_pos_encoding, pixel_attention_mask,
+                                       spatial_shapes)
+        return self.pool(tokens, train, self.token_mask(pixel_attention_mask, spatial_shapes))  # (B, pooled_size)
 
     def attention_maps(self, pixel_values: jax.Array, interpolate_pos_encoding: bool = False,
                        layer: int = -1) -> jax.Array:
@@ -444,25 +495,28 @@ class ViTForImageClassification(ViTModule):
                                         if self.config.distillation_token
                                         and self.config.classifier_input == "pooled" else None)
 
-    def __call__(self, pixel_values: jax.Array, train: bool = False,
-                 interpolate_pos_encoding: bool = False) -> jax.Array:
-        return self.head(self.vit.forward_features(pixel_values, train, interpolate_pos_encoding), train)
+    def __call__(self, pixel_values: jax.Array, train: bool = False, interpolate_pos_encoding: bool = False,
+                 pixel_attention_mask: jax.Array | None = None, spatial_shapes: jax.Array | None = None) -> jax.Array:
+        tokens = self.vit.forward_features(pixel_values, train, interpolate_pos_encoding, pixel_attention_mask,
+                                           spatial_shapes)
+        return self.head(tokens, train, self.vit.token_mask(pixel_attention_mask, spatial_shapes))
 
-    def head(self, tokens: jax.Array, train: bool = False) -> jax.Array:
-        """The logits from the backbone's final tokens (forward_features)."""
+    def head(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
+        """The logits from the backbone's final tokens (forward_features); `mask` (B, tokens) for
+        NaFlex batches."""
         if self.distillation_classifier is not None:  # DeiT: one head on CLS, one on DIST
             return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
         reads, prefix = self.config.classifier_input, self.config.num_prefix_tokens
         if reads != "pooled" and self.is_initializing():
-            self.vit.pool(tokens, train)  # the pooling's parameters exist, unused by the head, as in torch
+            self.vit.pool(tokens, train, mask)  # the pooling's parameters exist, unused by the head, as in torch
         if reads == "pooled":
-            x = self.vit.pool(tokens, train)
+            x = self.vit.pool(tokens, train, mask)
         elif reads == "cls":
             x = tokens[:, 0]
         elif reads == "patch_mean":
-            x = tokens[:, prefix:].mean(axis=1)
+            x = _patch_mean(tokens, prefix, mask)
         else:  # cls_patch_mean
-            x = jnp.concatenate([tokens[:, 0], tokens[:, prefix:].mean(axis=1)], axis=-1)
+            x = jnp.concatenate([tokens[:, 0], _patch_mean(tokens, prefix, mask)], axis=-1)
         return self.classifier(x)
 
 
@@ -500,3 +554,70 @@ def _check_pixels(want: tuple[int, int, int], pixel_values: jax.Array,
             hint = "; this looks channels-first (B, C, H, W): use pixels.transpose(0, 2, 3, 1)"
         raise ValueError(f"expected pixels (B, H, W, C) = (B, {want[0]}, {want[1]}, {want[2]}), got "
                          f"{tuple(pixel_values.shape)}{hint}")
+
+
+def _patch_mean(tokens: jax.Array, prefix: int, mask: jax.Array | None) -> jax.Array:
+    """The mean of the patch tokens (B, hidden); with a token mask, of the real ones only."""
+    if mask is None:
+        return tokens[:, prefix:].mean(axis=1)
+    m = mask[:, prefix:, None].astype(tokens.dtype)
+    return (tokens[:, prefix:] * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1)
+
+
+def _axis_weights(index: jax.Array, size: jax.Array, grid: int) -> jax.Array:
+    """F.interpolate(mode="bilinear", align_corners=False, antialias=True)'s weights along one
+    axis, for output rows `index` (B, N) of images `size` (B, 1) patches long, over a table axis
+    of `grid` entries: (B, N, grid) (vit_torch computes it the same way)."""
+    scale = grid / size
+    support = jnp.maximum(scale, 1)
+    centre = (index + 0.5) * scale - 0.5
+    source = jnp.arange(grid, dtype=index.dtype)
+    w = jnp.maximum(1 - jnp.abs(source - centre[..., None]) / support[..., None], 0)
+    return w / w.sum(axis=-1, keepdims=True)
+
+
+def _naflex_pos_embed(pos: jax.Array, grid: tuple[int, int], spatial_shapes: jax.Array, length: int,
+                      config: ViTConfig) -> jax.Array:
+    """(1, prefix + gh*gw, D) table -> (B, prefix + length, D): the patch part resized to each
+    image's (h, w) grid (bilinear, antialiased, as SigLIP 2 NaFlex), row-major, the padding rows
+    given position (0, 0); computed in at least float32. Traced shapes (under jit) are not checked:
+    a shape with h * w > length would only drop that image's last rows."""
+    if config.position_embedding_resampling != "bilinear_antialias":
+        raise ValueError(f"NaFlex patch inputs resize the position table per image, bilinearly with "
+                         f"antialiasing (SigLIP 2); this model resamples "
+                         f"{config.position_embedding_resampling!r}: use pixel inputs")
+    _check_spatial_shapes(spatial_shapes, length)
+    dtype = jnp.promote_types(pos.dtype, jnp.float32)
+    shapes = jnp.asarray(spatial_shapes).astype(dtype)  # (B, 2)
+    rows_of = shapes[:, 1:]  # (B, 1): patches per row
+    positions = jnp.arange(length, dtype=dtype)[None]  # (1, N)
+    rows = jnp.floor(positions / rows_of)
+    real = positions < shapes.prod(axis=-1, keepdims=True)
+    rows, cols = rows * real, (positions - rows * rows_of) * real
+    weights = (_axis_weights(rows, shapes[:, :1], grid[0])[..., :, None]
+               * _axis_weights(cols, shapes[:, 1:], grid[1])[..., None, :]).reshape(*rows.shape, -1)
+    prefix = config.num_position_prefix
+    patches = (weights @ pos[0, prefix:].astype(dtype)).astype(pos.dtype)  # (B, N, D)
+    head = jnp.broadcast_to(pos[:, :prefix], (patches.shape[0], prefix, pos.shape[-1]))
+    return jnp.concatenate([head, patches], axis=1)
+
+
+def _check_spatial_shapes(spatial_shapes: jax.Array, length: int) -> None:
+    shape = getattr(spatial_shapes, "shape", None)
+    if shape is None or len(shape) != 2 or shape[1] != 2:
+        raise ValueError(f"spatial_shapes must be a (B, 2) array of (height, width) in patches, got "
+                         f"{shape if shape is not None else type(spatial_shapes).__name__}")
+    if not jnp.issubdtype(spatial_shapes.dtype, jnp.integer):
+        raise ValueError(f"spatial_shapes must hold integers, got {spatial_shapes.dtype}")
+    if not isinstance(spatial_shapes, jax.core.Tracer):
+        values = np.asarray(spatial_shapes)
+        if (values < 1).any() or (values.prod(axis=-1) > length).any():
+            raise ValueError(f"spatial_shapes must be positive with h * w <= {length} patches (the rows "
+                             f"given), got {values.tolist()}")
+
+
+def _check_patches(patches: jax.Array, width: int) -> None:
+    shape = getattr(patches, "shape", None)
+    if shape is None or len(shape) != 3 or shape[-1] != width:
+        raise ValueError(f"NaFlex inputs are patches (B, N, p*p*C) = (B, N, {width}), got "
+                         f"{tuple(shape) if shape is not None else type(patches).__name__}")

@@ -76,8 +76,9 @@ def layer_stack(block: type[nn.Module], length: int, remat: bool, scan: bool) ->
     cls = block
     if scan:
         class Scanned(block):  # type: ignore[misc, valid-type]
-            def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
-                return super().__call__(x, train), None
+            def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
+                         ) -> tuple[jax.Array, None]:
+                return super().__call__(x, train, mask), None
 
         Scanned.__name__ = Scanned.__qualname__ = block.__name__
         cls = Scanned
@@ -85,5 +86,5 @@ def layer_stack(block: type[nn.Module], length: int, remat: bool, scan: bool) ->
         cls = nn.remat(cls, policy=REMAT_POLICY, prevent_cse=not scan, static_argnums=(2,))
     if scan:
         cls = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=(nn.broadcast,), length=length)
+                      in_axes=(nn.broadcast, nn.broadcast), length=length)
     return cls

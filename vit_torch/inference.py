@@ -21,7 +21,7 @@ from torch import nn
 
 from vit_common.canonical import has_classifier
 from vit_common.config import AttentionImpl, ViTConfig
-from vit_common.engines import Outputs, positive_int
+from vit_common.engines import Outputs, check_naflex_batch, is_naflex_batch, naflex_length, positive_int
 from vit_common.formats.torch_codec import to_torch
 from vit_torch.model import VisionTransformer, ViTForImageClassification
 
@@ -57,6 +57,7 @@ class InferenceEngine:
         self.dtype = _DTYPES[dtype]
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self._forward = torch.compile(self._apply) if compile else self._apply
+        self._forward_naflex = torch.compile(self._apply_naflex) if compile else self._apply_naflex
         self._compiled = compile
         h, w = config.image_hw
         self.input_shape = (self.batch_size, h, w, config.num_channels)
@@ -77,9 +78,44 @@ class InferenceEngine:
             out["logits"] = self.model.head(tokens).float()
         return out
 
-    def __call__(self, pixels: np.ndarray) -> Outputs:
+    def _apply_naflex(self, x: torch.Tensor, mask: torch.Tensor, shapes: torch.Tensor) -> dict[str, torch.Tensor]:
+        vit = self.model.vit if self.has_head else self.model
+        tokens = vit.forward_features(x, pixel_attention_mask=mask, spatial_shapes=shapes)
+        token_mask = vit.token_mask(mask, shapes)
+        out = {"pooled": vit.pool(tokens, token_mask).float()}
+        if self.has_head:
+            out["logits"] = self.model.head(tokens, token_mask).float()
+        return out
+
+    def _naflex(self, batch: Mapping[str, np.ndarray]) -> Outputs:
+        p, c = self.config.patch_size, self.config.num_channels
+        values, mask, shapes = check_naflex_batch(batch, p * p * c)
+        counts = shapes.prod(axis=-1)
+        keys = ["pooled", "logits"] if self.has_head else ["pooled"]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+        with torch.no_grad():
+            for start in range(0, values.shape[0], self.batch_size):
+                rows = min(self.batch_size, values.shape[0] - start)
+                size, length = self._bucket(rows), naflex_length(int(counts[start:start + rows].max()))
+                x = np.zeros((size, length, values.shape[-1]), np.float32)
+                m = np.zeros((size, length), bool)
+                s = np.ones((size, 2), np.int64)  # padding images: one masked patch each
+                keep = min(length, values.shape[1])
+                x[:rows, :keep] = values[start:start + rows, :keep]
+                m[:rows, :keep] = mask[start:start + rows, :keep]
+                s[:rows] = shapes[start:start + rows]
+                out = self._forward_naflex(torch.from_numpy(x).to(device=self.device, dtype=self.dtype),
+                                           torch.from_numpy(m).to(self.device), torch.from_numpy(s).to(self.device))
+                for k in keys:
+                    parts[k].append(out[k][:rows].cpu().numpy())
+        return Outputs({k: np.concatenate(v) for k, v in parts.items()})
+
+    def __call__(self, pixels: np.ndarray | Mapping[str, np.ndarray]) -> Outputs:
         """pixels (N, H, W, C) float32 -> {"pooled": (N, hidden), "logits": (N, num_labels)} float32
-        numpy arrays, rows in input order."""
+        numpy arrays, rows in input order. A NaFlex batch (vit_common.preprocessing.naflex_batch's
+        dict) runs its images at their own shapes, each step padded to a few sequence lengths."""
+        if is_naflex_batch(pixels):
+            return self._naflex(pixels)
         pixels = np.asarray(pixels)
         if pixels.ndim != 4 or pixels.shape[1:] != self.input_shape[1:]:
             raise ValueError(f"expected pixels (N, H, W, C) = (N, {', '.join(map(str, self.input_shape[1:]))}), "

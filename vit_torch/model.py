@@ -30,23 +30,27 @@ def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def _attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim)): (B, heads, N, N), the one copy of this maths in the twin
     (the model, attention_maps and the visualisation all call it). The softmax runs in at least
-    float32 (a half-precision sum over hundreds of keys loses the small terms)."""
+    float32 (a half-precision sum over hundreds of keys loses the small terms). `mask` (B, N_keys),
+    True for a real token: padding keys get no weight (NaFlex batches)."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
     return _at_least_f32(scores).softmax(dim=-1).to(scores.dtype)
 
 
 def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     dropout: nn.Dropout) -> torch.Tensor:
-    return dropout(_attention_probs(q, k)) @ v  # (B, heads, N, head_dim)
+                     dropout: nn.Dropout, mask: torch.Tensor | None = None) -> torch.Tensor:
+    return dropout(_attention_probs(q, k, mask)) @ v  # (B, heads, N, head_dim)
 
 
 def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    dropout: nn.Dropout) -> torch.Tensor:
+                    dropout: nn.Dropout, mask: torch.Tensor | None = None) -> torch.Tensor:
     # fused kernel (flash / memory-efficient where the device has one); same maths as eager
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout.p if dropout.training else 0.0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None, None, :],
+                                          dropout_p=dropout.p if dropout.training else 0.0)
 
 
 def _attention_fn(attention_impl: str) -> Callable[..., torch.Tensor]:
@@ -109,6 +113,14 @@ class ViTPatchEmbeddings(nn.Module):
         x = self.projection(pixel_values)  # (B, hidden, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, N, hidden), patches in row-major (h, w) order
 
+    def patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patchified pixels (B, N, p*p*C), each patch flattened in (row, column, channel) order
+        (SigLIP 2 NaFlex) -> (B, N, hidden): the same projection, its kernel as a Linear."""
+        c, p = self.pixel_shape[0], self.patch_size
+        _check_patches(patches, c * p * p)
+        w = self.projection.weight  # (hidden, C, p, p)
+        return F.linear(patches, w.permute(0, 2, 3, 1).reshape(w.shape[0], -1), self.projection.bias)
+
 
 class ViTEmbeddings(nn.Module):
     """Patch vectors with the prefix tokens ([CLS], DIST, registers) in front and position
@@ -131,19 +143,33 @@ class ViTEmbeddings(nn.Module):
             if config.position_embedding_type == "learned" else None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
+                spatial_shapes: torch.Tensor | None = None) -> torch.Tensor:
         """`interpolate_pos_encoding`: accept any image size of at least one patch (floor(size / p)
-        patches per side, as HF and timm), resampling the position embeddings to its patch grid."""
+        patches per side, as HF and timm), resampling the position embeddings to its patch grid.
+        With `spatial_shapes` (B, 2), `pixel_values` are NaFlex patches (B, N, p*p*C): image i's
+        first h*w rows are its (h, w) patch grid in row-major order, the rest padding; the table is
+        resized to each image's own grid."""
         config = self.config
-        x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
+        if spatial_shapes is not None:
+            x = self.patch_embeddings.patches(pixel_values)  # (B, N, hidden)
+        else:
+            x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, hidden)
         b, _, d = x.shape
         p = self.patch_embeddings.patch_size
-        grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
         kind = config.position_embedding_type
-        if kind == "learned":
+        if spatial_shapes is not None:
+            pos = _naflex_pos_embed(self.position_embeddings, self.grid_size, spatial_shapes, x.shape[1],
+                                    config) if kind == "learned" else None
+            if kind == "sincos2d":
+                raise ValueError("NaFlex patch inputs need a learned position table (sincos2d has no "
+                                 "per-image resizing here)")
+        elif kind == "learned":
+            grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
             pos = _resize_pos_embed(self.position_embeddings, self.grid_size, grid,
                                     config.num_position_prefix, config.position_embedding_resampling)
         elif kind == "sincos2d":
+            grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
             pos = torch.tensor(sincos2d_table(grid, d), dtype=x.dtype, device=x.device)[None]
         elif kind == "none":
             pos = None
@@ -190,9 +216,10 @@ class ViTSelfAttention(nn.Module):
             q, k = self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)
         return q, k
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
-        tokens), else from `x`."""
+        tokens), else from `x`; `mask` (B, N_keys) drops padding keys."""
         b, n, _ = x.shape
         fused = kernels.fused_qkv(self.query, self.key, self.value, x, self) if context is None else None
         if fused is not None:  # inference: one GEMM for q, k and v (vit_torch.kernels)
@@ -202,12 +229,12 @@ class ViTSelfAttention(nn.Module):
             context = x if context is None else context
             q, k = self._queries_keys(x, context)
             v = self._split(self.value(context))
-        out = self.attend(q, k, v, self.dropout)  # (B, heads, N, head_dim)
+        out = self.attend(q, k, v, self.dropout, mask)  # (B, heads, N, head_dim)
         return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
-        return _attention_probs(*self._queries_keys(x, x))
+        return _attention_probs(*self._queries_keys(x, x), mask)
 
 
 class ViTSelfOutput(nn.Module):
@@ -230,8 +257,9 @@ class ViTAttention(nn.Module):
         self.attention = ViTSelfAttention(config, attention_impl)
         self.output = ViTSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.output(self.attention(x, context))
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.attention(x, context, mask))
 
 
 class ViTIntermediate(nn.Module):
@@ -286,17 +314,17 @@ class ViTLayer(nn.Module):
         self.layer_scale1 = ViTLayerScale(config) if config.layer_scale else None
         self.layer_scale2 = ViTLayerScale(config) if config.layer_scale else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
         if self.layer_scale1 is None:
-            h = x + self.attention(self.layernorm_before(x))
+            h = x + self.attention(self.layernorm_before(x), None, mask)
             return self.output(self.intermediate(self.layernorm_after(h)), h)
-        h = x + self.layer_scale1(self.attention(self.layernorm_before(x)))
+        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), None, mask))
         return h + self.layer_scale2(self.output(self.intermediate(self.layernorm_after(h))))
 
-    def attention_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
-        return self.attention.attention.probabilities(self.layernorm_before(x))
+        return self.attention.attention.probabilities(self.layernorm_before(x), mask)
 
 
 class ViTEncoder(nn.Module):
@@ -311,10 +339,10 @@ class ViTEncoder(nn.Module):
         self.layer = nn.ModuleList([ViTLayer(config, attention_impl)
                                     for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         remat = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layer:
-            x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False) if remat else layer(x)
+            x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False) if remat else layer(x, mask)
         return x
 
 
@@ -331,9 +359,9 @@ class ViTAttentionPool(nn.Module):
         self.intermediate = ViTIntermediate(config.replace(mlp_type="mlp"))
         self.output = ViTOutput(config)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         probe = self.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)  # (B, 1, hidden)
-        x = _at_least_f32(self.attention(probe, tokens))
+        x = _at_least_f32(self.attention(probe, tokens, mask))
         return self.output(self.intermediate(self.layernorm(x)), x)[:, 0]  # (B, hidden)
 
 
@@ -359,34 +387,55 @@ class VisionTransformer(nn.Module):
         self.encoder.gradient_checkpointing = gradient_checkpointing
         self.apply(functools.partial(init_weights, config))
 
-    def _embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> torch.Tensor:
-        x = self.embeddings(pixel_values, interpolate_pos_encoding)
+    def _embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool,
+               spatial_shapes: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embeddings(pixel_values, interpolate_pos_encoding, spatial_shapes)
         return x if self.pre_layernorm is None else self.pre_layernorm(x)
 
-    def forward_features(self, pixel_values: torch.Tensor,
-                         interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def token_mask(self, pixel_attention_mask: torch.Tensor | None, spatial_shapes: torch.Tensor | None
+                   ) -> torch.Tensor | None:
+        """NaFlex: the (B, prefix + N) mask of real tokens (prefix tokens always real), None for
+        pixel inputs; a missing pixel_attention_mask means every patch is real."""
+        if pixel_attention_mask is None:
+            return None
+        if spatial_shapes is None:
+            raise ValueError("pixel_attention_mask goes with NaFlex patch inputs: pass spatial_shapes too")
+        mask = pixel_attention_mask.to(torch.bool)
+        prefix = torch.ones(mask.shape[0], self.config.num_prefix_tokens, dtype=torch.bool, device=mask.device)
+        return torch.cat([prefix, mask], dim=1)
+
+    def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
+                         pixel_attention_mask: torch.Tensor | None = None,
+                         spatial_shapes: torch.Tensor | None = None) -> torch.Tensor:
         """Every token, prefix tokens first: (B, prefix + N, hidden), after the final LayerNorm
-        when it sits on the tokens (as the source's last_hidden_state / forward_features)."""
-        x = self.encoder(self._embed(pixel_values, interpolate_pos_encoding))
+        when it sits on the tokens (as the source's last_hidden_state / forward_features).
+        NaFlex inputs: `pixel_values` (B, N, p*p*C) patches, `pixel_attention_mask` (B, N) and
+        `spatial_shapes` (B, 2) as HF's Siglip2 processor makes them; padding rows are computed
+        but attended by nothing."""
+        mask = self.token_mask(pixel_attention_mask, spatial_shapes)
+        x = self.encoder(self._embed(pixel_values, interpolate_pos_encoding, spatial_shapes), mask)
         return self.layernorm(x) if self.config.final_norm == "tokens" else x
 
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """forward_features' tokens -> the pooled embedding (B, pooled_size): projected when the
         model has a projection (CLIP's image embedding)."""
         config = self.config
         if config.pooling == "cls":
             pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
         elif config.pooling == "gap":
-            pooled = tokens[:, config.num_prefix_tokens:].mean(dim=1)
+            pooled = _patch_mean(tokens, config.num_prefix_tokens, mask)
         elif config.pooling == "map":
-            pooled = self.attention_pool(tokens)
+            pooled = self.attention_pool(tokens, mask)
         else:
             raise ValueError(f"unsupported pooling {config.pooling!r}")
         pooled = self.layernorm(pooled) if config.final_norm == "pooled" else pooled
         return pooled if self.projection is None else kernels.linear(self.projection, pooled)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        return self.pool(self.forward_features(pixel_values, interpolate_pos_encoding))  # (B, hidden)
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
+                pixel_attention_mask: torch.Tensor | None = None,
+                spatial_shapes: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.forward_features(pixel_values, interpolate_pos_encoding, pixel_attention_mask, spatial_shapes)
+        return self.pool(tokens, self.token_mask(pixel_attention_mask, spatial_shapes))  # (B, pooled_size)
 
     def attention_maps(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
                        layer: int = -1) -> torch.Tensor:
@@ -422,22 +471,27 @@ class ViTForImageClassification(nn.Module):
             if head is not None:
                 init_weights(config, head)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        return self.head(self.vit.forward_features(pixel_values, interpolate_pos_encoding))
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
+                pixel_attention_mask: torch.Tensor | None = None,
+                spatial_shapes: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.vit.forward_features(pixel_values, interpolate_pos_encoding, pixel_attention_mask,
+                                           spatial_shapes)
+        return self.head(tokens, self.vit.token_mask(pixel_attention_mask, spatial_shapes))
 
-    def head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The logits from the backbone's final tokens (forward_features)."""
+    def head(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits from the backbone's final tokens (forward_features); `mask` (B, tokens) for
+        NaFlex batches."""
         if self.distillation_classifier is not None:  # DeiT: one head on CLS, one on DIST
             return (self.classifier(tokens[:, 0]) + self.distillation_classifier(tokens[:, 1])) / 2
         reads, prefix = self.config.classifier_input, self.config.num_prefix_tokens
         if reads == "pooled":
-            x = self.vit.pool(tokens)
+            x = self.vit.pool(tokens, mask)
         elif reads == "cls":
             x = tokens[:, 0]
         elif reads == "patch_mean":
-            x = tokens[:, prefix:].mean(dim=1)
+            x = _patch_mean(tokens, prefix, mask)
         else:  # cls_patch_mean
-            x = torch.cat([tokens[:, 0], tokens[:, prefix:].mean(dim=1)], dim=-1)
+            x = torch.cat([tokens[:, 0], _patch_mean(tokens, prefix, mask)], dim=-1)
         return self.classifier(x)
 
 
@@ -499,3 +553,66 @@ def _check_pixels(want: tuple[int, int, int], pixel_values: torch.Tensor,
             hint = "; this looks channels-last (B, H, W, C): use pixels.permute(0, 3, 1, 2)"
         raise ValueError(f"expected pixels (B, C, H, W) = (B, {want[0]}, {want[1]}, {want[2]}), got "
                          f"{tuple(pixel_values.shape)}{hint}")
+
+
+def _patch_mean(tokens: torch.Tensor, prefix: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the patch tokens (B, hidden); with a token mask, of the real ones only."""
+    if mask is None:
+        return tokens[:, prefix:].mean(dim=1)
+    m = mask[:, prefix:, None].to(tokens.dtype)
+    return (tokens[:, prefix:] * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+
+def _axis_weights(index: torch.Tensor, size: torch.Tensor, grid: int) -> torch.Tensor:
+    """F.interpolate(mode="bilinear", align_corners=False, antialias=True)'s weights along one
+    axis, for output rows `index` (B, N) of images `size` (B, 1) patches long, over a table axis
+    of `grid` entries: (B, N, grid). vit_common.resample.bilinear_antialias_matrix is the same
+    rule for sizes known ahead (vit_flax computes it the same way)."""
+    scale = grid / size
+    support = scale.clamp(min=1)
+    centre = (index + 0.5) * scale - 0.5
+    source = torch.arange(grid, dtype=index.dtype, device=index.device)
+    w = (1 - (source - centre[..., None]).abs() / support[..., None]).clamp(min=0)
+    return w / w.sum(dim=-1, keepdim=True)
+
+
+def _naflex_pos_embed(pos: torch.Tensor, grid: tuple[int, int], spatial_shapes: torch.Tensor, length: int,
+                      config: ViTConfig) -> torch.Tensor:
+    """(1, prefix + gh*gw, D) table -> (B, prefix + length, D): the patch part resized to each
+    image's (h, w) grid (bilinear, antialiased, as SigLIP 2 NaFlex), row-major, the padding rows
+    given position (0, 0); computed in at least float32 (HF computes it in float32)."""
+    if config.position_embedding_resampling != "bilinear_antialias":
+        raise ValueError(f"NaFlex patch inputs resize the position table per image, bilinearly with "
+                         f"antialiasing (SigLIP 2); this model resamples "
+                         f"{config.position_embedding_resampling!r}: use pixel inputs")
+    _check_spatial_shapes(spatial_shapes, length)
+    dtype = torch.promote_types(pos.dtype, torch.float32)
+    shapes = spatial_shapes.to(device=pos.device, dtype=dtype)  # (B, 2)
+    rows_of = shapes[:, 1:]  # (B, 1): patches per row
+    positions = torch.arange(length, device=pos.device, dtype=dtype)[None]  # (1, N)
+    rows = torch.div(positions, rows_of, rounding_mode="floor")
+    real = positions < shapes.prod(dim=-1, keepdim=True)
+    rows, cols = rows * real, (positions - rows * rows_of) * real
+    weights = (_axis_weights(rows, shapes[:, :1], grid[0])[..., :, None]
+               * _axis_weights(cols, shapes[:, 1:], grid[1])[..., None, :]).flatten(-2)  # (B, N, gh*gw)
+    prefix = config.num_position_prefix
+    patches = (weights @ pos[0, prefix:].to(dtype)).to(pos.dtype)  # (B, N, D)
+    return torch.cat([pos[:, :prefix].expand(patches.shape[0], -1, -1), patches], dim=1)
+
+
+def _check_spatial_shapes(spatial_shapes: torch.Tensor, length: int) -> None:
+    if not isinstance(spatial_shapes, torch.Tensor) or spatial_shapes.ndim != 2 or spatial_shapes.shape[1] != 2:
+        raise ValueError(f"spatial_shapes must be a (B, 2) tensor of (height, width) in patches, got "
+                         f"{getattr(spatial_shapes, 'shape', type(spatial_shapes).__name__)}")
+    if spatial_shapes.is_floating_point():
+        raise ValueError(f"spatial_shapes must hold integers, got {spatial_shapes.dtype}")
+    if not torch.compiler.is_compiling():
+        if bool((spatial_shapes < 1).any()) or bool((spatial_shapes.prod(dim=-1) > length).any()):
+            raise ValueError(f"spatial_shapes must be positive with h * w <= {length} patches (the rows "
+                             f"given), got {spatial_shapes.tolist()}")
+
+
+def _check_patches(patches: torch.Tensor, width: int) -> None:
+    if not isinstance(patches, torch.Tensor) or patches.ndim != 3 or patches.shape[-1] != width:
+        raise ValueError(f"NaFlex inputs are patches (B, N, p*p*C) = (B, N, {width}), got "
+                         f"{tuple(getattr(patches, 'shape', ())) or type(patches).__name__}")

@@ -88,6 +88,10 @@ def preset_name(config: ViTConfig) -> str:
     stated = config.extra.get("model_type")
     if stated in HF_MODELS:
         return HF_MODELS[stated].preset
+    for m in HF_MODELS.values():  # SigLIP 2 NaFlex (HF or timm): its own processor, by its resizing
+        if m.switches.get("position_embedding_resampling") == config.position_embedding_resampling \
+                and not m.mismatches(config):
+            return m.preset
     for f in FAMILIES:
         if f.marks is not None and f.marks(config):
             return next(iter(f.presets))

@@ -54,6 +54,7 @@ class HFModel:
     # the HF class of the tower with its projection (CLIPVisionModelWithProjection): config.json's
     # projection_dim is projection_size when architectures names it, or in the two-tower model
     projection: str | None = None
+    omits: tuple[str, ...] = ()  # our fields its config.json does not hold (Siglip2's image_size)
     renamed: Mapping[str, str] = dataclasses.field(default_factory=dict)  # its config key -> our field
     # its own config.json keys -> our fields (after the shared ones), and back
     read: Callable[[Mapping[str, Any]], Fields] = _no_fields

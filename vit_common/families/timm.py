@@ -54,6 +54,17 @@ TIMM = Naming("timm", (
 
 
 
+# timm's NaFlexVit (naflexvit_*: SigLIP 2 NaFlex in timm): the patch embedding a Linear over
+# (row, col, channel) patches and the position grid (1, gh, gw, D), both under "embeds."
+TIMM_NAFLEX = Naming("timm-naflex", tuple(
+    Rename(r.ours, {"cls_token": "embeds.cls_token", "reg_token": "embeds.reg_token"}[r.theirs], r.kind)
+    if r.theirs in ("cls_token", "reg_token")
+    else Rename(r.ours, "embeds.pos_embed", "grid_table") if r.theirs == "pos_embed"
+    else Rename(r.ours, "embeds.proj", "patch_linear") if r.theirs == "patch_embed.proj"
+    else r
+    for r in TIMM.backbone), TIMM.head, markers=("embeds.proj.weight", "blocks.0.attn.qkv.weight"))
+
+
 def _reveal(state: Mapping[str, Any], p: str, origin: Mapping[str, str], found: Mapping[str, Any]) -> Fields:
     """timm's fc_norm (gap pooling, the norm on the pooled vector), a gap model's plain norm and a
     register model's table without a [CLS] slot (no_embed_class), from the names timm gave them."""
@@ -163,6 +174,74 @@ def model_args(name: str) -> dict[str, Any]:
     return args
 
 
+# timm's NaFlexVit definitions: (embed_dim, depth, num_heads, mlp_ratio) with SigLIP's settings
+_NAFLEX = {"naflexvit_base_patch16_siglip": (768, 12, 12, 4.0), "naflexvit_so400m_patch16_siglip": (1152, 27, 16, 3.7362)}
+_NAFLEX_ARGS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes", "global_pool", "in_chans",
+                "pos_embed_grid_size", "patch_size", "qkv_bias", "qk_norm", "init_values", "act_layer",
+                "pos_embed_interp_mode", "pos_embed_antialias", "class_token", "reg_tokens")
+
+
+def naflex_fields(name: str, kwargs: Mapping[str, Any]) -> Fields:
+    """Our fields for `timm.create_model(name, **kwargs)` of a NaFlexVit SigLIP definition."""
+    if name not in _NAFLEX:
+        raise ValueError(f"timm NaFlexVit {name[:80]!r} is not one this config describes (expected one of "
+                         f"{', '.join(_NAFLEX)})")
+    dim, depth, heads, ratio = _NAFLEX[name]
+    args: dict[str, Any] = dict(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio, patch_size=16,
+                                act_layer="gelu_tanh", global_pool="map", pos_embed_interp_mode="bilinear",
+                                pos_embed_grid_size=(16, 16), num_classes=0, qkv_bias=True, qk_norm=False,
+                                init_values=None, in_chans=3, pos_embed_antialias=True, class_token=False,
+                                reg_tokens=0)
+    for key, value in kwargs.items():
+        if key in _TIMM_IGNORED or key in ("img_size", "dynamic_img_size"):
+            continue
+        if key not in _NAFLEX_ARGS:
+            raise ValueError(f"timm NaFlexVit argument {key!r} is not expressible by this ViT")
+        args[key] = value
+    if args["pos_embed_interp_mode"] != "bilinear" or args["pos_embed_antialias"] is not True:
+        raise ValueError(f"timm NaFlexVit position resizing {args['pos_embed_interp_mode']!r} (antialias "
+                         f"{args['pos_embed_antialias']}) is not SigLIP 2's bilinear antialiased resize")
+    if args["global_pool"] != "map" or args["class_token"] or args["reg_tokens"]:
+        raise ValueError("timm NaFlexVit with prefix tokens or pooling other than 'map' is not one this config "
+                         "describes")
+    grid = args["pos_embed_grid_size"]
+    grid = tuple(grid) if isinstance(grid, (list, tuple)) else (grid, grid)
+    if len(grid) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) and 0 < g <= 1024 for g in grid):
+        raise ValueError(f"timm NaFlexVit pos_embed_grid_size must be two ints in [1, 1024], got {grid!r}")
+    p = args["patch_size"]
+    if not isinstance(p, int) or isinstance(p, bool) or not 0 < p <= 1024:
+        raise ValueError(f"timm NaFlexVit patch_size must be an int in [1, 1024], got {p!r}")
+    fields = fields_from_args({k: args[k] for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
+                                                    "global_pool", "in_chans", "patch_size", "qkv_bias", "qk_norm",
+                                                    "init_values", "act_layer", "class_token")})
+    fields.update(image_size=(grid[0] * p, grid[1] * p), position_embedding_resampling="bilinear_antialias",
+                  position_embedding_covers_prefix=False, extra={"timm_model": name})
+    return fields
+
+
+def naflex_hub_args(config: Any) -> tuple[str, dict[str, Any]]:
+    """(architecture, model_args) of a NaFlexVit SigLIP for `config` (a NaFlex model: no prefix
+    tokens, MAP pooling, bilinear antialiased per-image resizing)."""
+    wrong = [f"{k}={getattr(config, k)!r}" for k, v in (("class_token", False), ("num_register_tokens", 0),
+                                                        ("pooling", "map"), ("pre_norm", False), ("patch_bias", True),
+                                                        ("final_norm", "tokens"), ("mlp_type", "mlp"),
+                                                        ("projection_size", 0), ("layer_norm_eps", 1e-6),
+                                                        ("position_embedding_type", "learned"))
+             if getattr(config, k) != v]
+    if wrong:
+        raise ValueError(f"timm's NaFlexVit SigLIP cannot express {', '.join(wrong)}")
+    name = config.extra.get("timm_model")
+    arch = name if name in _NAFLEX else "naflexvit_base_patch16_siglip"
+    return arch, dict(embed_dim=config.hidden_size, depth=config.num_hidden_layers,
+                      num_heads=config.num_attention_heads,
+                      mlp_ratio=_exact_ratio(config.intermediate_size, config.hidden_size),
+                      num_classes=config.num_labels, global_pool="map", in_chans=config.num_channels,
+                      pos_embed_grid_size=list(config.grid_size), patch_size=config.patch_size,
+                      qkv_bias=config.qkv_bias, qk_norm=config.qk_norm,
+                      init_values=config.layerscale_value if config.layer_scale else None,
+                      act_layer=_ACT_NAMES[config.hidden_act])
+
+
 _TIMM_IGNORED = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "drop_path_rate",
                  "weight_init", "fix_init", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
                  "dynamic_img_pad", "scriptable", "exportable", "no_jit", "checkpoint_path", "device", "dtype")
@@ -265,6 +344,11 @@ def config_fields(model_name: str, kwargs: Mapping[str, Any]) -> Fields:
     """Our fields for `timm.create_model(model_name, **kwargs)`; what the switches cannot express
     (rope, Eva, max pooling, ...) is a ValueError naming it."""
     name = model_name.split(".")[0]
+    if name.startswith("naflexvit_"):
+        try:
+            return naflex_fields(name, kwargs)
+        except (TypeError, OverflowError) as e:
+            raise ValueError(f"timm model {model_name[:80]!r}: {e}") from None
     args = model_args(name)
     args.update(kwargs)
     try:
@@ -281,10 +365,13 @@ PRESET = {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "resampl
 FAMILY = Family(
     name="timm",
     summary="timm's VisionTransformer: state dicts in timm's names and its vit_* / deit_* model names",
-    namings=(TIMM,),
+    namings=(TIMM_NAFLEX, TIMM),
     # timm resamples position tables with antialiasing (dynamic_img_size, resample_abs_pos_embed)
     naming_defaults={"timm": {"hidden_act": "gelu", "layer_norm_eps": 1e-6,
-                              "position_embedding_resampling": "bicubic_antialias"}},
+                              "position_embedding_resampling": "bicubic_antialias"},
+                     "timm-naflex": {"hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "class_token": False,
+                                     "pooling": "map", "position_embedding_covers_prefix": False,
+                                     "position_embedding_resampling": "bilinear_antialias"}},
     reveal=_reveal,
     # timm's default eval transform of its ViTs (pretrained_cfg of vit_*: inception mean / std,
     # bicubic, crop_pct 0.9, the centring offset rounded)
@@ -352,10 +439,17 @@ def _exact_ratio(width: int, dim: int) -> float:
     return ratio
 
 
+def is_naflex(config: Any) -> bool:
+    """Whether timm writes this model as a NaFlexVit (SigLIP 2 NaFlex's per-image resizing)."""
+    return config.position_embedding_resampling == "bilinear_antialias"
+
+
 def hub_args(config: Any) -> tuple[str, dict[str, Any]]:
     """(architecture, model_args) for which `timm.create_model` builds a model of `config`: the
     definition it was read from (or a plain one of the right class), every size and switch stated.
     What timm's VisionTransformer cannot express is a ValueError naming it."""
+    if is_naflex(config):
+        return naflex_hub_args(config)
     wrong = []
     if config.position_embedding_type == "sincos2d":
         wrong.append("position_embedding_type='sincos2d'")
@@ -418,9 +512,10 @@ def hub_config(config: Any, preprocessing: Mapping[str, Any] | None) -> dict[str
     h, w = config.image_hw
     pre = dict(preprocessing or PRESET)
     data["pretrained_cfg"] = {
-        "input_size": [config.num_channels, h, w], "fixed_input_size": True,
+        "input_size": [config.num_channels, h, w], "fixed_input_size": not is_naflex(config),
         "interpolation": pre.get("resample", "bicubic"), "crop_pct": pre.get("crop_pct") or 1.0,
         "crop_mode": pre.get("crop_mode", "center"), "mean": list(pre["mean"]), "std": list(pre["std"]),
-        "num_classes": config.num_labels, "first_conv": "patch_embed.proj", "classifier": "head"}
+        "num_classes": config.num_labels, "first_conv": "embeds.proj" if is_naflex(config) else "patch_embed.proj",
+        "classifier": "head"}
     return data
 
