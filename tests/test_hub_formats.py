@@ -403,3 +403,35 @@ def test_writers_refuse_what_they_cannot_hold(tmp_path) -> None:
     with pytest.raises(ValueError, match="no projection"):
         checkpoints.save_open_clip(plain, config.replace(projection_size=0), tmp_path / "o")
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_bare_safetensors_file_carries_its_config(tmp_path) -> None:
+    """Our .safetensors state dicts (HF or timm names) hold the config in their header's metadata:
+    they load back as the same model with no config given; timm and safetensors ignore it."""
+    config = ViTConfig.from_timm("vit_base_patch16_siglip_gap_224", depth=2, embed_dim=32, num_heads=2, img_size=32)
+    torch.manual_seed(9)
+    model = vit_torch.VisionTransformer(config).eval()
+    _perturb(model, 9)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    checkpoints.save_state_dict(state, tmp_path / "t.safetensors", naming="timm", config=config)
+    x = _pixels(32, 32)
+    back = vit_torch.from_pretrained(tmp_path / "t.safetensors")
+    assert back.config.num_attention_heads == 2 and back.config.pooling == "gap"
+    _close(_torch(model, x), _torch(back, x), 1e-6)
+    reference = timm.create_model("vit_base_patch16_siglip_gap_224", pretrained=False, depth=2, embed_dim=32,
+                                  num_heads=2, img_size=32).eval()
+    reference.load_state_dict(safetensors_torch.load_file(str(tmp_path / "t.safetensors")), strict=True)
+    with torch.no_grad():
+        assert np.abs(reference(x).numpy() - _torch(model, x)["pooled"]).max() <= TOL
+    clip = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                     image_size=16, patch_size=8, num_labels=0, projection_size=8, pre_norm=True, patch_bias=False,
+                     final_norm="pooled", hidden_act="quick_gelu", layer_norm_eps=1e-5)
+    model = vit_torch.VisionTransformer(clip).eval()
+    checkpoints.save_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, tmp_path / "c.safetensors",
+                                config=clip)
+    assert checkpoints.load_checkpoint(tmp_path / "c.safetensors").config.num_attention_heads == 4
+    # a header that lies: one clear error naming the file
+    safetensors_torch.save_file(model.state_dict(), str(tmp_path / "bad.safetensors"),
+                                metadata={"twin_vit_config": "{\"model_type\": \"twin_vit\", \"hidden_size\": -1}"})
+    with pytest.raises(ValueError, match="bad.safetensors: its twin_vit_config metadata"):
+        checkpoints.load_checkpoint(tmp_path / "bad.safetensors")

@@ -14,6 +14,7 @@ values are reported (a warning and a note on the Checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -63,6 +64,7 @@ VISION_TOWER = "vision_model."  # the vision tower of a two-tower file (CLIPMode
 # the Flax twin's own files say nothing either: HF ViT's defaults
 FLAX_DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12}
 from vit_common.writers import (  # noqa: E402  (the writers, beside the readers)
+    CONFIG_METADATA,
     MAX_SHARD_SIZE,
     hf_classifier,
     hf_config_dict,
@@ -236,6 +238,12 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         described = "HF directory (Flax)" if fmt == "hf-flax" else "flax (.msgpack)"
     else:
         raw = _read_state_file(path, weights)
+        carried = getattr(raw, "metadata", {}).get(CONFIG_METADATA) if config is None and given is None else None
+        if carried is not None:  # a safetensors file we wrote: its config in the header
+            try:
+                given = ViTConfig.from_hf(json.loads(carried))
+            except (ValueError, TypeError, RecursionError) as e:
+                raise ValueError(f"{weights}: its {CONFIG_METADATA} metadata is not a config: {e}") from None
         if fmt == "open_clip" or families.open_clip.is_open_clip(raw):
             raw = families.open_clip.vision_tower(raw, weights, notes)
         raw = _vision_tower(raw, weights, notes)

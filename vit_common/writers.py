@@ -35,6 +35,7 @@ from vit_common.naming import Naming, to_naming
 from vit_common.preprocessing import Preprocessing
 
 Progress = Callable[[int], Any]  # called with the number of bytes just written
+CONFIG_METADATA = "twin_vit_config"  # the safetensors metadata key of our config (ViTConfig.to_own)
 
 
 def hf_config_dict(config: ViTConfig, with_head: bool) -> dict[str, Any]:
@@ -221,17 +222,24 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, *,
                     overwrite: bool = False, progress: Progress | None = None) -> None:
     """A bare state dict, .safetensors (preferred) or .pt/.pth/.bin, in HF (the family's) or timm
     naming."""
+    target = None
     if naming == "timm":
+        target = layouts.timm_form(config) if config is not None else None
         state = timm_state(state, config)
     elif naming == "hf":
         if config is not None:
-            state = hf_layout(state, config)[0]
+            state, target, _ = hf_layout(state, config)
     else:
         raise ValueError(f"naming must be 'hf' or 'timm', got {naming!r}")
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".safetensors":
-        write_safetensors(path, state, metadata={"format": "pt"}, overwrite=overwrite, progress=progress)
+        # the config rides in the header's metadata (string values, as safetensors allows), so the
+        # file loads back as this model with no config given; other readers ignore it
+        metadata = {"format": "pt"}
+        if target is not None:
+            metadata[CONFIG_METADATA] = json.dumps(target.to_own(), sort_keys=True)
+        write_safetensors(path, state, metadata=metadata, overwrite=overwrite, progress=progress)
     elif suffix in TORCH_SUFFIXES:
         write_torch(path, state, overwrite=overwrite)
     else:
