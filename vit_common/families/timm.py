@@ -53,7 +53,6 @@ TIMM = Naming("timm", (
     markers=("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"))
 
 
-
 # timm's NaFlexVit (naflexvit_*: SigLIP 2 NaFlex in timm): the patch embedding a Linear over
 # (row, col, channel) patches and the position grid (1, gh, gw, D), both under "embeds."
 TIMM_NAFLEX = Naming("timm-naflex", tuple(
@@ -222,12 +221,10 @@ def naflex_fields(name: str, kwargs: Mapping[str, Any]) -> Fields:
 def naflex_hub_args(config: Any) -> tuple[str, dict[str, Any]]:
     """(architecture, model_args) of a NaFlexVit SigLIP for `config` (a NaFlex model: no prefix
     tokens, MAP pooling, bilinear antialiased per-image resizing)."""
-    wrong = [f"{k}={getattr(config, k)!r}" for k, v in (("class_token", False), ("num_register_tokens", 0),
-                                                        ("pooling", "map"), ("pre_norm", False), ("patch_bias", True),
-                                                        ("final_norm", "tokens"), ("mlp_type", "mlp"),
-                                                        ("projection_size", 0), ("layer_norm_eps", 1e-6),
-                                                        ("position_embedding_type", "learned"))
-             if getattr(config, k) != v]
+    want = dict(class_token=False, num_register_tokens=0, pooling="map", pre_norm=False, patch_bias=True,
+                final_norm="tokens", mlp_type="mlp", projection_size=0, layer_norm_eps=1e-6,
+                position_embedding_type="learned")
+    wrong = [f"{k}={getattr(config, k)!r}" for k, v in want.items() if getattr(config, k) != v]
     if wrong:
         raise ValueError(f"timm's NaFlexVit SigLIP cannot express {', '.join(wrong)}")
     name = config.extra.get("timm_model")
@@ -337,7 +334,6 @@ def fields_from_args(args: dict[str, Any]) -> dict[str, Any]:
     if args:
         raise ValueError(f"timm arguments not expressible by this ViT: {', '.join(sorted(args))}")
     return fields
-
 
 
 def config_fields(model_name: str, kwargs: Mapping[str, Any]) -> Fields:
