@@ -13,6 +13,7 @@ from vit_common.config import MODEL_PRESETS, ViTConfig
     ("hidden_size", 50, "divisible by num_attention_heads"),
     ("num_attention_heads", -1, "num_attention_heads"),
     ("num_hidden_layers", 1.5, "num_hidden_layers"),
+    ("num_hidden_layers", 10**9, "an int in [1, 4,096]"),
     ("intermediate_size", True, "intermediate_size"),
     ("image_size", 15, "at least patch_size"),
     ("image_size", (224, 0), "image_size"),

@@ -39,6 +39,7 @@ _HF_DEFAULT_NUM_LABELS = 2  # what HF assumes when a config.json names no labels
 MAX_PATCHES = 65_536
 MAX_LABELS = 1_000_000
 MAX_PROJECTION = 65_536
+MAX_LAYERS = 4096  # the deepest published ViTs have 48 blocks
 # the model_type of our own config.json (every field, for what no HF or timm config expresses)
 OWN_MODEL_TYPE = "twin_vit"
 
@@ -127,6 +128,8 @@ class ViTConfig:
                      "patch_size", "num_channels"):
             if not (is_int(getattr(self, name)) and getattr(self, name) > 0):
                 fail(name, "a positive int")
+        if self.num_hidden_layers > MAX_LAYERS:  # a config.json that lies cannot make a load loop for ever
+            fail("num_hidden_layers", f"an int in [1, {MAX_LAYERS:,}]")
         if not (is_int(self.projection_size) and 0 <= self.projection_size <= MAX_PROJECTION):
             fail("projection_size", f"an int in [0, {MAX_PROJECTION:,}] (0 means no projection)")
         if not (is_int(self.num_labels) and self.num_labels >= 0):
