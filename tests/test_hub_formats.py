@@ -287,7 +287,8 @@ def test_open_clip_both_ways(variant: dict, tmp_path, capsys) -> None:
     x = _pixels(32, 32)
     with torch.no_grad():
         want = model.encode_image(x).numpy()
-    for path, config in ((src, None), (tmp_path / "bare.pt", pathlib.Path(src / "open_clip_config.json"))):
+    for path, config in ((src, None), (tmp_path / "bare.pt", pathlib.Path(src / "open_clip_config.json")),
+                         (tmp_path / "bare.pt", str(src / "open_clip_config.json"))):  # a str naming a file too
         ours = vit_torch.from_pretrained(path, config)
         assert np.abs(_torch(ours, x)["pooled"] - want).max() <= TOL
         assert np.abs(_flax(path, x, config)["pooled"] - want).max() <= TOL

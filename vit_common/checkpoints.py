@@ -165,8 +165,10 @@ def _named_config(config: ConfigSource) -> tuple[ConfigSource, dict[str, Any] | 
             try:
                 return ViTConfig.from_timm(config), dataclasses.asdict(PIPELINES["timm"])
             except ValueError as timm_error:
+                if os.path.isfile(config):  # no preset, no timm name, but a file: as vit-convert --config
+                    return _named_config(_as_path(config))
                 raise ValueError(f"config {config!r} is neither a preset ({preset_error}) nor a timm "
-                                 f"model name ({timm_error})") from None
+                                 f"model name ({timm_error}) nor an existing config file") from None
     if config is None or isinstance(config, ViTConfig):
         return config, None
     config_path = os.fspath(config)
@@ -176,6 +178,12 @@ def _named_config(config: ConfigSource) -> tuple[ConfigSource, dict[str, Any] | 
         parsed, pre, _ = _hub_config(kind, config_path)
         return parsed, pre
     return config, None
+
+
+def _as_path(text: str) -> os.PathLike:
+    import pathlib
+
+    return pathlib.Path(text)
 
 
 def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | None, list[str]]:
