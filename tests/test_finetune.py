@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
+import vit_common.families as families
 import vit_flax
 import vit_torch
 from vit_cli.finetune import DIGITS_CONFIG, DIGITS_FAMILIES, FinetuneOptions, main, run
 from vit_common.datasets import batches, load_digits
+from vit_common.preprocessing import patchify
 
 # Same initial weights, same batches, dropout off: the two loss curves may only differ by float32
 # rounding, which grows slowly over steps; over the first 10 steps it stays far below this.
@@ -74,7 +76,14 @@ def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str)
         ours = vit_torch.from_pretrained(tmp_path / "run" / sub)
         fx, params = vit_flax.from_pretrained(tmp_path / "run" / sub)
         with torch.no_grad():
-            want = hf.eval()(pixel_values=x).logits.numpy()
+            if families.timm.is_naflex(ours.config):  # SigLIP 2 NaFlex: HF takes the images as patches
+                p, (gh, gw) = ours.config.patch_size, ours.config.grid_size
+                patches = np.stack([patchify(img, p) for img in x.numpy().transpose(0, 2, 3, 1)])
+                want = hf.eval()(pixel_values=torch.from_numpy(patches),
+                                 pixel_attention_mask=torch.ones(patches.shape[:2], dtype=torch.long),
+                                 spatial_shapes=torch.tensor([[gh, gw]] * len(patches))).logits.numpy()
+            else:
+                want = hf.eval()(pixel_values=x).logits.numpy()
             got = ours(x).numpy()
         flax_got = np.asarray(fx.apply({"params": params}, x.numpy().transpose(0, 2, 3, 1)))
         assert float(np.abs(got - want).max()) <= 1e-5 and float(np.abs(flax_got - want).max()) <= 1e-5
