@@ -175,7 +175,7 @@ def _named_config(config: ConfigSource) -> tuple[ConfigSource, dict[str, Any] | 
     data = read_json(config_path, "config file")
     if families.timm.is_hub_config(data) or (isinstance(data, dict) and "model_cfg" in data):
         kind: Format = "timm-hub" if families.timm.is_hub_config(data) else "open_clip"
-        parsed, pre, _ = _hub_config(kind, config_path)
+        parsed, pre = _hub_config(kind, config_path)
         return parsed, pre
     return config, None
 
@@ -186,7 +186,7 @@ def _as_path(text: str) -> os.PathLike:
     return pathlib.Path(text)
 
 
-def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | None, list[str]]:
+def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | None]:
     """A timm or open_clip folder's config (and preprocessing, and what was left aside)."""
     if fmt == "timm-hub":
         config_json = path if os.path.isfile(path) else os.path.join(path, "config.json")
@@ -194,14 +194,14 @@ def _hub_config(fmt: Format, path: str) -> tuple[ViTConfig, dict[str, Any] | Non
         try:
             fields = families.timm.hub_fields(data)
             pre = families.timm.hub_preprocessing(data)
-            return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None), []
+            return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{config_json} (a timm hub config): {e}") from None
     config_json = path if os.path.isfile(path) else os.path.join(path, families.open_clip.CONFIG)
     data = read_json(config_json, families.open_clip.CONFIG)
     try:
         fields, pre = families.open_clip.config_fields(data)
-        return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None), []
+        return ViTConfig(**fields), (dataclasses.asdict(Preprocessing(**pre)) if pre else None)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{config_json}: {e}") from None
 
@@ -217,7 +217,6 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     """
     path = os.fspath(path)
     fmt, weights = detect_format(path)
-    hub_preprocessing = None
     config, hub_preprocessing = _named_config(config)
     notes: list[str] = []
     known: dict[str, Any] = {}
@@ -227,7 +226,7 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
     dir_config = (ViTConfig.from_hf(config_json) if fmt in ("hf", "hf-flax") and config is None
                   and os.path.lexists(config_json) else None)
     if fmt in ("timm-hub", "open_clip") and config is None:
-        dir_config, hub_preprocessing, _ = _hub_config(fmt, path)
+        dir_config, hub_preprocessing = _hub_config(fmt, path)
         config_json = os.path.join(path, "config.json" if fmt == "timm-hub" else families.open_clip.CONFIG)
     given = config if isinstance(config, ViTConfig) else dir_config
     if fmt == "npz":
@@ -252,8 +251,11 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
                 given = ViTConfig.from_hf(json.loads(carried))
             except (ValueError, TypeError, RecursionError) as e:
                 raise ValueError(f"{weights}: its {CONFIG_METADATA} metadata is not a config: {e}") from None
-        if fmt == "open_clip" or families.open_clip.is_open_clip(raw):
-            raw = families.open_clip.vision_tower(raw, weights, notes)
+        if fmt == "open_clip" or families.open_clip.is_open_clip(raw):  # visual.*, the text tower aside
+            if not any(k.startswith(families.open_clip.VISUAL) for k in raw):
+                raise ValueError(f"{weights}: an open_clip checkpoint without a vision tower (no visual.* "
+                                 f"tensors; {len(raw)} others)")
+            raw = _vision_tower(raw, weights, notes, families.open_clip.VISUAL, ())
         raw = _vision_tower(raw, weights, notes)
         forced = {"timm-hub": detect_naming(raw, [families.timm.TIMM_NAFLEX, families.timm.TIMM]),
                   "open_clip": families.open_clip.OPEN_CLIP}.get(fmt)
@@ -312,19 +314,19 @@ def _source_defaults(naming: str) -> dict[str, Any]:
     return dict(FLAX_DEFAULTS) if naming == FLAX.name else families.naming_defaults(naming)
 
 
-def _vision_tower(raw: Mapping[str, Any], source: str, notes: list[str]) -> Mapping[str, Any]:
-    """CLIP / SigLIP checkpoints with a "vision_model." prefix (transformers 4.x, two-tower models):
-    the vision tower's tensors without it; what is left aside (the text tower, projections,
-    logit scale) is said in a note."""
-    prefix = VISION_TOWER
+def _vision_tower(raw: Mapping[str, Any], source: str, notes: list[str], prefix: str = VISION_TOWER,
+                  kept: tuple[str, ...] = ("classifier.", "visual_projection.")) -> Mapping[str, Any]:
+    """A two-tower checkpoint's vision tower: the tensors under `prefix` without it ("vision_model."
+    of CLIP / SigLIP files, transformers 4.x and two-tower models; "visual." of open_clip's), plus
+    those beside it that belong to it (`kept`: CLIP / SigLIP classifiers, CLIP's visual_projection);
+    what is left aside (the text tower, its projection, the logit scale) is said in a note."""
     if not any(k.startswith(prefix) for k in raw):
         return raw
-    # CLIP / SigLIP classifiers, and CLIP's visual_projection: beside the tower, kept
-    head = {k: v for k, v in raw.items() if k.startswith(("classifier.", "visual_projection."))}
+    head = {k: v for k, v in raw.items() if kept and k.startswith(kept)}
     aside = sorted(k for k in raw if not k.startswith(prefix) and k not in head)
     if aside:
         groups = sorted({k.split(".")[0] for k in aside})
-        msg = (f"{source}: took the vision tower (vision_model.*); left aside {len(aside)} tensors "
+        msg = (f"{source}: took the vision tower ({prefix}*); left aside {len(aside)} tensors "
                f"of {', '.join(groups)}")
         warnings.warn(msg, stacklevel=3)
         notes.append(msg)

@@ -72,3 +72,24 @@ def check_naflex_batch(inputs: Mapping[str, Any], width: int) -> tuple[Any, Any,
 def naflex_length(longest: int) -> int:
     """The padded length of a NaFlex step whose longest image has `longest` patches."""
     return next((n for n in NAFLEX_LENGTHS if n >= longest), longest)
+
+
+def naflex_steps(values: Any, mask: Any, shapes: Any, rows_per_step: int, bucket: Any) -> Any:
+    """A checked NaFlex batch (check_naflex_batch) cut into steps of at most `rows_per_step` images:
+    yields (images in the step, patches (size, length, width), mask (size, length), shapes (size, 2))
+    with the step padded to `bucket(images)` rows (padding images: one masked patch each) and to
+    the NAFLEX_LENGTHS bucket of its longest image."""
+    import numpy as np
+
+    counts = shapes.prod(axis=-1)
+    for start in range(0, values.shape[0], rows_per_step):
+        rows = min(rows_per_step, values.shape[0] - start)
+        size, length = bucket(rows), naflex_length(int(counts[start:start + rows].max()))
+        x = np.zeros((size, length, values.shape[-1]), np.float32)
+        m = np.zeros((size, length), bool)
+        s = np.ones((size, 2), np.int64)
+        keep = min(length, values.shape[1])
+        x[:rows, :keep] = values[start:start + rows, :keep]
+        m[:rows, :keep] = mask[start:start + rows, :keep]
+        s[:rows] = shapes[start:start + rows]
+        yield rows, x, m, s

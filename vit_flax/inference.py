@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.convert import is_stacked, unwrap_params
-from vit_common.engines import Outputs, check_naflex_batch, is_naflex_batch, naflex_length, positive_int
+from vit_common.engines import Outputs, check_naflex_batch, is_naflex_batch, naflex_steps, positive_int
 from vit_flax.model import VisionTransformer, ViTForImageClassification
 
 ComputeDtype = Literal["float32", "bfloat16", "float16"]
@@ -225,19 +225,8 @@ class InferenceEngine:
     def _naflex(self, batch: Mapping[str, np.ndarray]) -> Outputs:
         p, c = self.config.patch_size, self.config.num_channels
         values, mask, shapes = check_naflex_batch(batch, p * p * c)
-        counts = shapes.prod(axis=-1)
-        b = self.local_batch_size
         pending = []
-        for start in range(0, values.shape[0], b):
-            rows = min(b, values.shape[0] - start)
-            size, length = self._bucket(rows), naflex_length(int(counts[start:start + rows].max()))
-            x = np.zeros((size, length, values.shape[-1]), np.float32)
-            m = np.zeros((size, length), bool)
-            s = np.ones((size, 2), np.int64)  # padding images: one masked patch each
-            keep = min(length, values.shape[1])
-            x[:rows, :keep] = values[start:start + rows, :keep]
-            m[:rows, :keep] = mask[start:start + rows, :keep]
-            s[:rows] = shapes[start:start + rows]
+        for rows, x, m, s in naflex_steps(values, mask, shapes, self.local_batch_size, self._bucket):
             args = [jax.make_array_from_process_local_data(self.batch_sharding, a) for a in (x, m, s)]
             pending.append((self._naflex_step(self.params, *args), rows))
         keys = ["pooled", "logits"] if self.has_head else ["pooled"]

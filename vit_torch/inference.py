@@ -21,7 +21,7 @@ from torch import nn
 
 from vit_common.canonical import has_classifier
 from vit_common.config import AttentionImpl, ViTConfig
-from vit_common.engines import Outputs, check_naflex_batch, is_naflex_batch, naflex_length, positive_int
+from vit_common.engines import Outputs, check_naflex_batch, is_naflex_batch, naflex_steps, positive_int
 from vit_common.formats.torch_codec import to_torch
 from vit_torch.model import VisionTransformer, ViTForImageClassification
 
@@ -90,20 +90,10 @@ class InferenceEngine:
     def _naflex(self, batch: Mapping[str, np.ndarray]) -> Outputs:
         p, c = self.config.patch_size, self.config.num_channels
         values, mask, shapes = check_naflex_batch(batch, p * p * c)
-        counts = shapes.prod(axis=-1)
         keys = ["pooled", "logits"] if self.has_head else ["pooled"]
         parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         with torch.no_grad():
-            for start in range(0, values.shape[0], self.batch_size):
-                rows = min(self.batch_size, values.shape[0] - start)
-                size, length = self._bucket(rows), naflex_length(int(counts[start:start + rows].max()))
-                x = np.zeros((size, length, values.shape[-1]), np.float32)
-                m = np.zeros((size, length), bool)
-                s = np.ones((size, 2), np.int64)  # padding images: one masked patch each
-                keep = min(length, values.shape[1])
-                x[:rows, :keep] = values[start:start + rows, :keep]
-                m[:rows, :keep] = mask[start:start + rows, :keep]
-                s[:rows] = shapes[start:start + rows]
+            for rows, x, m, s in naflex_steps(values, mask, shapes, self.batch_size, self._bucket):
                 out = self._forward_naflex(torch.from_numpy(x).to(device=self.device, dtype=self.dtype),
                                            torch.from_numpy(m).to(self.device), torch.from_numpy(s).to(self.device))
                 for k in keys:

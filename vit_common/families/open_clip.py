@@ -7,7 +7,6 @@ tower and `logit_scale` sit beside it at the top level and are left aside."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,21 +50,6 @@ _IGNORED = ("attn_pooler_queries", "attn_pooler_heads", "timm_model_pretrained",
 def is_open_clip(raw: Mapping[str, Any]) -> bool:
     """Whether a state dict is a whole open_clip CLIP (its vision tower under `visual.`)."""
     return VISUAL + "conv1.weight" in raw and VISUAL + "class_embedding" in raw
-
-
-def vision_tower(raw: Mapping[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
-    """The `visual.` tensors without the prefix; what is left aside is said in a note."""
-    aside = sorted(k for k in raw if not k.startswith(VISUAL))
-    if not any(k.startswith(VISUAL) for k in raw):
-        raise ValueError(f"{source}: an open_clip checkpoint without a vision tower (no visual.* "
-                         f"tensors; {len(raw)} others)")
-    if aside:
-        groups = sorted({k.split(".")[0] for k in aside})
-        msg = (f"{source}: took the vision tower (visual.*); left aside {len(aside)} tensors of "
-               f"{', '.join(groups)} (the text tower and logit scale)")
-        warnings.warn(msg, stacklevel=3)
-        notes.append(msg)
-    return {k[len(VISUAL):]: v for k, v in raw.items() if k.startswith(VISUAL)}
 
 
 def _number(v: Any, what: str, kind: type = int) -> Any:
