@@ -39,8 +39,12 @@ def _linear(path: str, out_in: Callable[[ViTConfig], tuple[int, int]], **kw: Any
     return Rule(path, "linear", out_in, **kw)
 
 
-def _norm(path: str, **kw: Any) -> Rule:
-    return Rule(path, "norm", lambda c: (c.hidden_size,), **kw)
+def _has_norm_bias(c: ViTConfig) -> bool:
+    return c.norm_type == "layernorm"  # RMSNorm has a weight only
+
+
+def _norm(path: str, dims: Callable[[ViTConfig], tuple[int, ...]] = lambda c: (c.hidden_size,), **kw: Any) -> Rule:
+    return Rule(path, "norm", dims, has_bias=_has_norm_bias, **kw)
 
 
 def _mlp_width(c: ViTConfig) -> int:
@@ -75,13 +79,19 @@ TABLE: tuple[Rule, ...] = (
          lambda c: (c.hidden_size, c.num_channels, c.patch_size, c.patch_size),
          has_bias=lambda c: c.patch_bias),
     _norm("pre_layernorm", when=lambda c: c.pre_norm),
+    # mixed RoPE's learned frequencies (2, layers, heads, head_dim / 2), as timm's rope.freqs
+    Rule("rope.freqs", "param", lambda c: (2, c.num_hidden_layers, c.num_attention_heads, c.head_dim // 2),
+         when=lambda c: c.rope_type == "mixed"),
     *(_linear(_L + f"attention.attention.{n}", lambda c: (c.hidden_size, c.hidden_size),
-              has_bias=lambda c: c.qkv_bias) for n in ("query", "key", "value")),
-    *(Rule(_L + f"attention.attention.{n}", "norm", lambda c: (c.head_dim,), when=lambda c: c.qk_norm)
+              has_bias=(lambda c: c.qkv_bias and c.key_bias) if n == "key" else (lambda c: c.qkv_bias))
+      for n in ("query", "key", "value")),
+    *(_norm(_L + f"attention.attention.{n}", lambda c: (c.head_dim,), when=lambda c: c.qk_norm)
       for n in ("q_norm", "k_norm")),
-    _linear(_L + "attention.output.dense", lambda c: (c.hidden_size, c.hidden_size)),
-    _linear(_L + "intermediate.dense", lambda c: (_mlp_width(c), c.hidden_size)),
-    _linear(_L + "output.dense", lambda c: (c.hidden_size, c.intermediate_size)),
+    _norm(_L + "attention.output.layernorm", when=lambda c: c.attention_norm),
+    _linear(_L + "attention.output.dense", lambda c: (c.hidden_size, c.hidden_size), has_bias=lambda c: c.proj_bias),
+    _linear(_L + "intermediate.dense", lambda c: (_mlp_width(c), c.hidden_size), has_bias=lambda c: c.mlp_bias),
+    _norm(_L + "output.layernorm", lambda c: (c.intermediate_size,), when=lambda c: c.mlp_norm),
+    _linear(_L + "output.dense", lambda c: (c.hidden_size, c.intermediate_size), has_bias=lambda c: c.mlp_bias),
     _norm(_L + "layernorm_before"),
     _norm(_L + "layernorm_after"),
     *(Rule(_L + f"layer_scale{n}", "scale", lambda c: (c.hidden_size,), when=lambda c: c.layer_scale)

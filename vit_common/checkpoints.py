@@ -293,6 +293,8 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         known = {**source, **infer.switches_from_state(state, with_head, naming.name, origin), **known}
     resolved = given or _resolve_config(config, state, with_head, naming.name, known, weights)
     expected = {e.torch_key for e in expected_entries(resolved, with_head)}
+    # an empty tensor holds nothing (HF DINOv3 keeps a (1, 0, hidden) register_tokens without registers)
+    state = {k: v for k, v in state.items() if k in expected or v.size}
     if any(k not in expected for k in state):  # placed, but not in this model: say their names
         unplaced = sorted(unplaced + [origin.get(k, k) for k in state if k not in expected])
         state = {k: v for k, v in state.items() if k in expected}

@@ -26,6 +26,16 @@ Pooling = Literal["cls", "gap", "map"]
 FinalNorm = Literal["tokens", "pooled"]
 MlpType = Literal["mlp", "swiglu"]
 ClassifierInput = Literal["pooled", "cls", "patch_mean", "cls_patch_mean"]
+# The rotary generation (DINOv3, EVA-02, Perception Encoder, timm's RoPE ViTs, AIMv2)
+# rotary positions on the patch tokens' queries and keys: none; DINOv3's (patch centres in [-1, 1],
+# angles 2 pi c / period); axial (integer positions + offset, rescaled to a reference grid: EVA-02,
+# PE, timm rope); mixed (learned per-layer, per-head frequencies over both axes: timm rope_mixed)
+RopeType = Literal["none", "dinov3", "axial", "mixed"]
+# where a frequency's two rotated channels sit: the two halves of head_dim (rotate-half, DINOv3)
+# or adjacent pairs (interleaved: EVA, PE, timm rope)
+RopeLayout = Literal["halves", "pairs"]
+RopeAxes = Literal["yx", "xy"]  # which axis's frequencies come first in head_dim
+NormType = Literal["layernorm", "rmsnorm"]
 # How both twins compute attention (a module argument like dtype, not a config field): einsum /
 # matmul + softmax, or the framework's fused scaled-dot-product attention
 AttentionImpl = Literal["eager", "sdpa"]
@@ -91,6 +101,22 @@ class ViTConfig:
     # DeiTForImageClassification), the mean of the patch tokens (HF CLIP / SigLIP classifiers) or
     # [CLS] next to that mean, 2 x hidden wide (HF DINOv2 classifiers)
     classifier_input: ClassifierInput = "pooled"
+    # --- the rotary generation ---------------------------------------------------------------
+    rope_type: RopeType = "none"
+    rope_theta: float = 100.0  # the frequencies' base: period theta ** (k / bands) per axis
+    rope_layout: RopeLayout = "halves"
+    rope_axis_order: RopeAxes = "yx"
+    # axial: positions t = arange(s) + offset, rescaled t / s * ref when a reference grid is
+    # given (EVA's scheme: the pretraining grid); dinov3: the offset is added to the patch centre
+    rope_ref_grid: tuple[int, int] | None = None
+    rope_grid_offset: float = 0.0
+    norm_type: NormType = "layernorm"  # RMSNorm (AIMv2): no bias, no mean subtracted
+    key_bias: bool = True  # with qkv_bias: False drops the key's bias only (DINOv3, EVA)
+    proj_bias: bool = True  # the attention output projection's bias
+    mlp_bias: bool = True  # the MLP's two (or three) Linears' biases
+    attention_norm: bool = False  # a norm on the attention's heads before its projection (EVA CLIP)
+    mlp_norm: bool = False  # a norm on the MLP's hidden activations before its second Linear (EVA CLIP)
+    map_num_heads: int = 0  # the MAP head's attention heads (0: the encoder's; PE core: 8)
     # HF metadata carried through unchanged (id2label, architectures, model_type, ...). Not part of
     # the architecture, so it takes no part in equality or hashing.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
@@ -98,7 +124,9 @@ class ViTConfig:
     SWITCH_NAMES: ClassVar[tuple[str, ...]] = (
         "class_token", "distillation_token", "num_register_tokens", "position_embedding_type",
         "position_embedding_covers_prefix", "position_embedding_resampling", "pre_norm", "patch_bias",
-        "pooling", "final_norm", "layer_scale", "mlp_type", "qk_norm", "mask_token")
+        "pooling", "final_norm", "layer_scale", "mlp_type", "qk_norm", "mask_token", "rope_type",
+        "rope_theta", "rope_layout", "rope_axis_order", "rope_ref_grid", "rope_grid_offset", "norm_type",
+        "key_bias", "proj_bias", "mlp_bias", "attention_norm", "mlp_norm", "map_num_heads")
 
     @classmethod
     def switch_defaults(cls) -> dict[str, Any]:
@@ -146,18 +174,21 @@ class ViTConfig:
         if not isinstance(self.qkv_bias, bool):
             fail("qkv_bias", "a bool")
         for name in ("class_token", "distillation_token", "position_embedding_covers_prefix",
-                     "pre_norm", "patch_bias", "layer_scale", "qk_norm", "mask_token"):
+                     "pre_norm", "patch_bias", "layer_scale", "qk_norm", "mask_token", "key_bias",
+                     "proj_bias", "mlp_bias", "attention_norm", "mlp_norm"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "a bool")
         for name, kind in (("position_embedding_type", PositionEmbedding),
                            ("position_embedding_resampling", Resampling), ("pooling", Pooling),
-                           ("final_norm", FinalNorm), ("mlp_type", MlpType)):
+                           ("final_norm", FinalNorm), ("mlp_type", MlpType), ("rope_type", RopeType),
+                           ("rope_layout", RopeLayout), ("rope_axis_order", RopeAxes), ("norm_type", NormType)):
             if getattr(self, name) not in get_args(kind):
                 fail(name, f"one of {get_args(kind)}")
         if not (is_int(self.num_register_tokens) and 0 <= self.num_register_tokens <= 1024):
             fail("num_register_tokens", "an int in [0, 1024]")
         if not is_real(self.layerscale_value):
             fail("layerscale_value", "a finite float")
+        self._check_rope(fail, is_int, is_real)
         if not self.class_token and not self.distillation_token:
             # nothing to cover: one spelling, so equal models have equal configs
             object.__setattr__(self, "position_embedding_covers_prefix", False)
@@ -212,6 +243,39 @@ class ViTConfig:
             raise ValueError(
                 f"ViTConfig: extra['id2label'] has {len(id2label)} labels but num_labels is "
                 f"{self.num_labels}")
+
+    def _check_rope(self, fail: Any, is_int: Any, is_real: Any) -> None:
+        if not (is_real(self.rope_theta) and self.rope_theta > 1):
+            fail("rope_theta", "a finite float > 1")
+        if not is_real(self.rope_grid_offset) or abs(self.rope_grid_offset) > 1e6:
+            fail("rope_grid_offset", "a finite float")
+        ref = self.rope_ref_grid
+        if ref is not None:
+            if isinstance(ref, (list, tuple)):
+                object.__setattr__(self, "rope_ref_grid", ref := tuple(ref))
+            if not (isinstance(ref, tuple) and len(ref) == 2 and all(is_int(r) and 0 < r <= 65_536 for r in ref)):
+                fail("rope_ref_grid", "None or a (height, width) pair of ints in [1, 65536]")
+        if not (is_int(self.map_num_heads) and 0 <= self.map_num_heads <= 4096):
+            fail("map_num_heads", "an int in [0, 4096] (0: the encoder's head count)")
+        if self.map_num_heads and self.hidden_size % self.map_num_heads:
+            raise ValueError(f"ViTConfig: hidden_size ({self.hidden_size}) must be divisible by "
+                             f"map_num_heads ({self.map_num_heads})")
+        if self.rope_type == "none":
+            return
+        # each axis gets head_dim / 4 frequencies, each rotating a pair of channels
+        if self.head_dim % 4:
+            raise ValueError(f"ViTConfig: rotary positions split head_dim in four (two axes, sin / cos "
+                             f"pairs): it must be divisible by 4, got {self.head_dim}")
+        if self.rope_type == "mixed" and self.rope_layout != "pairs":
+            raise ValueError("ViTConfig: rope_type 'mixed' rotates adjacent pairs (timm): rope_layout 'pairs'")
+        if self.rope_ref_grid is not None and self.rope_type != "axial":
+            raise ValueError(f"ViTConfig: rope_ref_grid rescales axial positions (EVA); rope_type "
+                             f"{self.rope_type!r} has none")
+
+    @property
+    def map_heads(self) -> int:
+        """The MAP head's attention heads."""
+        return self.map_num_heads or self.num_attention_heads
 
     # --- derived sizes -------------------------------------------------------------------------
     @property

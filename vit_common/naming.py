@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from vit_common.config import ViTConfig
 
 Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls",
-               "scale", "gamma", "vector", "table", "rows", "matrix", "in_proj", "patch_linear", "grid_table"]
+               "token_3d", "scale", "gamma", "vector", "table", "rows", "matrix", "in_proj", "patch_linear", "grid_table"]
 Array = np.ndarray
 
 
@@ -106,6 +106,8 @@ KINDS: dict[Kind, tuple[Leaf, ...]] = {
     # order, (hidden, p*p*C) <-> our conv (hidden, C, p, p)
     "patch_linear": (Leaf("weight", "weight", 2, lambda w, c: w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1),
                           lambda k: _patch_kernel(k)), _bias()),
+    # a (1, 1, hidden) token <-> our (1, hidden) one (HF DINOv3's mask_token beside DINOv2's)
+    "token_3d": (Leaf("", "", 3, lambda t, c: t.reshape(1, 1, -1), lambda t: t.reshape(1, -1)),),
     # timm NaFlexVit's position grid (1, gh, gw, hidden) <-> our (1, gh*gw, hidden) table
     "grid_table": (Leaf("", "", 4, lambda t, c: t.reshape(1, *c.grid_size, t.shape[-1]),
                         lambda t: t.reshape(1, -1, t.shape[-1])),),
@@ -122,17 +124,31 @@ KINDS: dict[Kind, tuple[Leaf, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Rename:
-    """Our module path(s) <-> their module path, and the kind that names and transforms the leaves.
-    Several of ours are stacked along the first axis in theirs (timm's qkv)."""
+    """Our module path(s) <-> their module path(s), and the kind that names and transforms the
+    leaves. Several of ours are stacked along the first axis in one of theirs (timm's qkv), or one
+    of ours is split along its first axis into several of theirs (our packed SwiGLU [gate; up] as
+    HF DINOv3's gate_proj and up_proj); never several on both sides."""
 
     ours: str | tuple[str, ...]
-    theirs: str
+    theirs: str | tuple[str, ...]
     kind: Kind = "copy"
     when: Callable[[ViTConfig], bool] | None = None  # only for models of such configs
+
+    def __post_init__(self) -> None:
+        if len(self.parts) > 1 and len(self.their_parts) > 1:
+            raise ValueError(f"a Rename stacks on one side only: {self.ours} <-> {self.theirs}")
 
     @property
     def parts(self) -> tuple[str, ...]:
         return (self.ours,) if isinstance(self.ours, str) else self.ours
+
+    @property
+    def their_parts(self) -> tuple[str, ...]:
+        return (self.theirs,) if isinstance(self.theirs, str) else self.theirs
+
+    @property
+    def layered(self) -> bool:
+        return "{i}" in self.their_parts[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +203,7 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
         for r in renames:
             if not _applies(r, config):
                 continue
-            layers = range(config.num_hidden_layers) if "{i}" in r.theirs else [0]
+            layers = range(config.num_hidden_layers) if r.layered else [0]
             for i in layers:
                 for leaf in KINDS[r.kind]:
                     keys = [op + (f"{p.format(i=i)}.{leaf.ours}" if leaf.ours else p.format(i=i))
@@ -195,8 +211,10 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
                     if not all(k in state for k in keys):
                         continue  # an optional tensor (qkv bias) this model does not have
                     used.update(keys)
-                    out.append((tp + _their_key(r.theirs.format(i=i), leaf, naming.sep),
-                                _maker(leaf, [state[k] for k in keys], config)))
+                    theirs = r.their_parts
+                    for j, t in enumerate(theirs):
+                        out.append((tp + _their_key(t.format(i=i), leaf, naming.sep),
+                                    _maker(leaf, [state[k] for k in keys], config, (j, len(theirs)))))
     left = sorted(k for k in state if k not in used)
     if left:  # never a silently dropped tensor
         raise ValueError(f"{naming.name} names cannot hold {', '.join(left[:6])}"
@@ -204,10 +222,16 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
     return out
 
 
-def _maker(leaf: Leaf, arrays: list[Any], config: ViTConfig) -> Callable[[], Array]:
+def _maker(leaf: Leaf, arrays: list[Any], config: ViTConfig, piece: tuple[int, int] = (0, 1)
+           ) -> Callable[[], Array]:
+    """The maker of one of their arrays: ours stacked, or piece j of n of ours split on axis 0."""
     def make() -> Array:
         parts = [to_numpy(a) for a in arrays]
-        return leaf.to_theirs(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0), config)
+        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        j, n = piece
+        if n > 1:
+            arr = np.split(arr, n, axis=0)[j]
+        return leaf.to_theirs(arr, config)
 
     return make
 
@@ -224,18 +248,20 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
             if not _applies(r, config):
                 continue
             for leaf in KINDS[r.kind]:
-                their = _their_key(r.theirs, leaf, naming.sep)
-                regex = re.escape(their).replace(re.escape("{i}"), r"(\d+)")
-                patterns.append((re.compile(regex), group, r, leaf))
+                for j, t in enumerate(r.their_parts):
+                    their = _their_key(t, leaf, naming.sep)
+                    regex = re.escape(their).replace(re.escape("{i}"), r"(\d+)")
+                    patterns.append((re.compile(regex), group, r, leaf, j))
     bp = naming.backbone_prefix
     prefixed = bool(bp) and any(k.startswith(bp) for k in raw)
     state: dict[str, Array] = {}
     unplaced: list[str] = []
     problems: list[str] = []
+    pending: dict[str, tuple[Rename, dict[int, tuple[str, Array]]]] = {}  # split renames: our key -> pieces
     head_found = False
     for key, value in raw.items():
         placed = False
-        for regex, group, r, leaf in patterns:
+        for regex, group, r, leaf, j in patterns:
             name = key[len(bp):] if group == "backbone" and prefixed and key.startswith(bp) else key
             if group == "backbone" and prefixed and not key.startswith(bp):
                 continue
@@ -256,6 +282,12 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
                 problems.append(f"{key} expected rank {leaf.rank} got shape {tuple(arr.shape)}")
                 break
             arr = leaf.to_ours(arr)
+            if len(r.their_parts) > 1:  # one piece of one of ours: joined once all have come
+                module = r.ours.format(i=i)
+                ours = ("" if group == "head" else "\0") + (f"{module}.{leaf.ours}" if leaf.ours else module)
+                pending.setdefault(ours, (r, {}))[1][j] = (key, arr)
+                head_found |= group == "head"
+                break
             parts = r.parts
             if len(parts) > 1:
                 if arr.ndim == 0 or arr.shape[0] % len(parts):
@@ -275,6 +307,8 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
             break
         if not placed:
             unplaced.append(key)
+    for ours, (rename, pieces) in pending.items():
+        _join(ours, rename, pieces, state, origin, problems)
     prefix = BACKBONE_PREFIX if head_found else ""
     canonical = {(prefix + k[1:] if k.startswith("\0") else k): v for k, v in state.items()}
     if origin is not None:
@@ -282,6 +316,25 @@ def from_naming(naming: Naming, raw: Mapping[str, Any], origin: dict[str, str] |
         origin.clear()
         origin.update(named)
     return canonical, sorted(unplaced), problems
+
+
+def _join(ours: str, rename: Rename, pieces: Mapping[int, tuple[str, Array]], state: dict[str, Array],
+          origin: dict[str, str] | None, problems: list[str]) -> None:
+    """Our tensor from the pieces a split rename found, stacked on axis 0 in their order."""
+    n = len(rename.their_parts)
+    keys = [k for k, _ in pieces.values()]
+    if sorted(pieces) != list(range(n)):
+        problems.append(f"{', '.join(keys)} is {len(pieces)} of the {n} parts of one tensor "
+                        f"({' + '.join(t.split('.')[-1] for t in rename.their_parts)}): the others are missing")
+        return
+    arrays = [pieces[j][1] for j in range(n)]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim == 0:
+        problems.append(f"{', '.join(keys)} are parts of one tensor and must have one shape, got "
+                        f"{', '.join(str(tuple(a.shape)) for a in arrays)}")
+        return
+    state[ours] = np.concatenate(arrays, axis=0)
+    if origin is not None:
+        origin[ours] = keys[0]
 
 
 def their_names(naming: Naming, config: ViTConfig, with_head: bool) -> dict[str, tuple[str, Leaf]]:
@@ -294,9 +347,9 @@ def their_names(naming: Naming, config: ViTConfig, with_head: bool) -> dict[str,
         for r in renames:
             if not _applies(r, config):
                 continue
-            for i in (range(config.num_hidden_layers) if "{i}" in r.theirs else [0]):
+            for i in (range(config.num_hidden_layers) if r.layered else [0]):
                 for leaf in KINDS[r.kind]:
-                    their = tp + _their_key(r.theirs.format(i=i), leaf, naming.sep)
+                    their = tp + _their_key(r.their_parts[0].format(i=i), leaf, naming.sep)
                     for p in r.parts:
                         ours = op + (f"{p.format(i=i)}.{leaf.ours}" if leaf.ours else p.format(i=i))
                         names[ours] = (their, leaf)

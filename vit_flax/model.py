@@ -18,7 +18,11 @@ from flax import linen as nn
 
 from vit_common.config import ViTConfig
 from vit_common.resample import resampling_matrices, sincos2d_table
+from vit_common.rotary import mixed_freqs_init, rope_coords, rope_tables
 from vit_flax.module_base import ModuleList, ViTModule, layer_stack
+
+# (sin, cos) of the rotary angles: (N_patches, head_dim), or (heads, N_patches, head_dim) per layer
+Rope = tuple[jax.Array, jax.Array]
 
 
 def _trunc_normal(std: float) -> jax.nn.initializers.Initializer:
@@ -118,16 +122,43 @@ def _at_least_f32(x: jax.Array) -> jax.Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _layernorm(m: ViTModule) -> nn.LayerNorm:
-    # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance
-    return _Float32LayerNorm(epsilon=m.config.layer_norm_eps, use_fast_variance=False,
-                             dtype=jnp.promote_types(m.dtype, jnp.float32), param_dtype=m.param_dtype)
-
-
 class _Float32LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm built with a `dtype` of at least float32 (`_layernorm`): its statistics and
+    """nn.LayerNorm built with a `dtype` of at least float32 (`_norm`): its statistics and
     normalisation run there whatever the parameters' dtype; the next Dense takes its input in the
     compute dtype."""
+
+
+class _Float32RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (AIMv2) built with a `dtype` of at least float32 (`_norm`), as _Float32LayerNorm."""
+
+
+def _norm(m: ViTModule) -> nn.Module:
+    """The model's norm (over whatever width it is given): LayerNorm or RMSNorm."""
+    config, dtype = m.config, jnp.promote_types(m.dtype, jnp.float32)
+    if config.norm_type == "layernorm":
+        # use_fast_variance=False: E[x^2] - E[x]^2 is not torch's two-pass variance
+        return _Float32LayerNorm(epsilon=config.layer_norm_eps, use_fast_variance=False, dtype=dtype,
+                                 param_dtype=m.param_dtype)
+    elif config.norm_type == "rmsnorm":
+        return _Float32RMSNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=m.param_dtype)
+    else:
+        raise ValueError(f"unsupported norm_type {config.norm_type!r}")
+
+
+def _rotate(x: jax.Array, sin: jax.Array, cos: jax.Array, layout: str) -> jax.Array:
+    """Rotary embedding of the last sin.shape[-2] tokens of x (B, heads, N, head_dim), the prefix
+    tokens left as they are; the rotation runs in the tables' precision (at least float32)."""
+    n = sin.shape[-2]
+    prefix, patches = x[..., :-n, :], x[..., -n:, :].astype(sin.dtype)
+    if layout == "halves":  # rotate-half: (x1, x2) -> (-x2, x1)
+        x1, x2 = jnp.split(patches, 2, axis=-1)
+        turned = jnp.concatenate([-x2, x1], axis=-1)
+    elif layout == "pairs":  # interleaved: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
+        turned = jnp.stack([-patches[..., 1::2], patches[..., ::2]], axis=-1).reshape(patches.shape)
+    else:
+        raise ValueError(f"unsupported rope_layout {layout!r}")
+    rotated = (patches * cos + turned * sin).astype(x.dtype)
+    return jnp.concatenate([prefix, rotated], axis=-2)
 
 
 class ViTPatchEmbeddings(ViTModule):
@@ -240,48 +271,57 @@ class ViTSelfAttention(ViTModule):
         self.attend = _attention_fn(self.attention_impl)
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
+        self.rope_layout = config.rope_layout
         d = config.hidden_size
         self.query = _dense(self, d, use_bias=config.qkv_bias)
-        self.key = _dense(self, d, use_bias=config.qkv_bias)
+        self.key = _dense(self, d, use_bias=config.qkv_bias and config.key_bias)
         self.value = _dense(self, d, use_bias=config.qkv_bias)
         # timm's qk_norm: a LayerNorm over head_dim on every head's queries and keys
-        self.q_norm = _layernorm(self) if config.qk_norm else None
-        self.k_norm = _layernorm(self) if config.qk_norm else None
+        self.q_norm = _norm(self) if config.qk_norm else None
+        self.k_norm = _norm(self) if config.qk_norm else None
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def _split(self, t: jax.Array) -> jax.Array:
         b, n, _ = t.shape
         return t.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
-    def _queries_keys(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def _queries_keys(self, x: jax.Array, context: jax.Array, rope: Rope | None = None
+                      ) -> tuple[jax.Array, jax.Array]:
+        """qk-norm, then the rotary embedding of the patch tokens (timm Eva's order)."""
         q, k = self._split(self.query(x)), self._split(self.key(context))
         if self.q_norm is not None:
             q, k = self.q_norm(q).astype(q.dtype), self.k_norm(k).astype(k.dtype)
+        if rope is not None:
+            q, k = _rotate(q, *rope, self.rope_layout), _rotate(k, *rope, self.rope_layout)
         return q, k
 
     def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None,
-                 mask: jax.Array | None = None) -> jax.Array:
+                 mask: jax.Array | None = None, rope: Rope | None = None) -> jax.Array:
         """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
-        tokens), else from `x`; `mask` (B, N_keys) drops padding keys."""
+        tokens), else from `x`; `mask` (B, N_keys) drops padding keys; `rope` rotates the patch
+        tokens' queries and keys."""
         context = x if context is None else context
         b, n, _ = x.shape
-        q, k = self._queries_keys(x, context)
+        q, k = self._queries_keys(x, context, rope)
         context = self.attend(q, k, self._split(self.value(context)), self.dropout, train, mask)  # (B, heads, N, head_dim)
         return context.transpose(0, 2, 1, 3).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
 
-    def probabilities(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    def probabilities(self, x: jax.Array, mask: jax.Array | None = None, rope: Rope | None = None) -> jax.Array:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
-        return _attention_probs(*self._queries_keys(x, x), mask)
+        return _attention_probs(*self._queries_keys(x, x, rope), mask)
 
 
 class ViTSelfOutput(ViTModule):
-    """The attention's output projection. The residual is added in ViTLayer (pre-norm block)."""
+    """The attention's output projection (after a norm of the heads in EVA CLIP). The residual is
+    added in ViTLayer (pre-norm block)."""
 
     def setup(self) -> None:
-        self.dense = _dense(self, self.config.hidden_size)
+        self.layernorm = _norm(self) if self.config.attention_norm else None
+        self.dense = _dense(self, self.config.hidden_size, use_bias=self.config.proj_bias)
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = x if self.layernorm is None else self.layernorm(x).astype(x.dtype)
         return self.dropout(self.dense(x), deterministic=not train)
 
 
@@ -293,8 +333,8 @@ class ViTAttention(ViTModule):
         self.output = ViTSelfOutput(**self.module_args)
 
     def __call__(self, x: jax.Array, train: bool = False, context: jax.Array | None = None,
-                 mask: jax.Array | None = None) -> jax.Array:
-        return self.output(self.attention(x, train, context, mask), train)
+                 mask: jax.Array | None = None, rope: Rope | None = None) -> jax.Array:
+        return self.output(self.attention(x, train, context, mask, rope), train)
 
 
 class ViTIntermediate(ViTModule):
@@ -304,7 +344,7 @@ class ViTIntermediate(ViTModule):
     def setup(self) -> None:
         config = self.config
         width = config.intermediate_size * (2 if config.mlp_type == "swiglu" else 1)
-        self.dense = _dense(self, width)
+        self.dense = _dense(self, width, use_bias=config.mlp_bias)
         self.act = _mlp_activation(config)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -312,13 +352,16 @@ class ViTIntermediate(ViTModule):
 
 
 class ViTOutput(ViTModule):
-    """The MLP's second half: intermediate -> hidden, dropout, plus the residual when given."""
+    """The MLP's second half: (a norm of the hidden activations in EVA CLIP), intermediate ->
+    hidden, dropout, plus the residual when given."""
 
     def setup(self) -> None:
-        self.dense = _dense(self, self.config.hidden_size)
+        self.layernorm = _norm(self) if self.config.mlp_norm else None
+        self.dense = _dense(self, self.config.hidden_size, use_bias=self.config.mlp_bias)
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
 
     def __call__(self, x: jax.Array, residual: jax.Array | None = None, train: bool = False) -> jax.Array:
+        x = x if self.layernorm is None else self.layernorm(x).astype(x.dtype)
         x = self.dropout(self.dense(x), deterministic=not train)
         return x if residual is None else x + residual
 
@@ -342,22 +385,24 @@ class ViTLayer(ViTModule):
         self.attention = ViTAttention(**self.module_args)
         self.intermediate = ViTIntermediate(**self.module_args)
         self.output = ViTOutput(**self.module_args)
-        self.layernorm_before = _layernorm(self)
-        self.layernorm_after = _layernorm(self)
+        self.layernorm_before = _norm(self)
+        self.layernorm_after = _norm(self)
         self.layer_scale1 = ViTLayerScale(**self.module_args) if self.config.layer_scale else None
         self.layer_scale2 = ViTLayerScale(**self.module_args) if self.config.layer_scale else None
 
-    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None,
+                 rope: Rope | None = None) -> jax.Array:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
         if self.layer_scale1 is None:
-            h = x + self.attention(self.layernorm_before(x), train, None, mask)
+            h = x + self.attention(self.layernorm_before(x), train, None, mask, rope)
             return self.output(self.intermediate(self.layernorm_after(h)), h, train)
-        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), train, None, mask))
+        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), train, None, mask, rope))
         return h + self.layer_scale2(self.output(self.intermediate(self.layernorm_after(h)), None, train))
 
-    def attention_probabilities(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    def attention_probabilities(self, x: jax.Array, mask: jax.Array | None = None,
+                                rope: Rope | None = None) -> jax.Array:
         """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
-        return self.attention.attention.probabilities(self.layernorm_before(x), mask)
+        return self.attention.attention.probabilities(self.layernorm_before(x), mask, rope)
 
 
 class ViTEncoder(ViTModule):
@@ -365,18 +410,53 @@ class ViTEncoder(ViTModule):
 
     def setup(self) -> None:
         layers = self.config.num_hidden_layers
-        block = layer_stack(ViTLayer, layers, self.remat, self.scan_layers)
+        block = layer_stack(ViTLayer, layers, self.remat, self.scan_layers,
+                            per_layer_rope=self.config.rope_type == "mixed")
         if self.scan_layers:  # one module, every parameter with a leading axis of num_hidden_layers
             self.layer = block(**self.module_args)
         else:
             self.layer = ModuleList([block(**self.module_args, parent=None, name=str(i)) for i in range(layers)])
 
-    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
-        if self.scan_layers:
-            return self.layer(_at_least_f32(x), train, mask)[0]
-        for layer in self.layer:
-            x = layer(x, train, mask)
+    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None,
+                 rope: Rope | None = None) -> jax.Array:
+        """`rope`: one (sin, cos) for every layer, or (layers, heads, N, head_dim) tables (mixed)."""
+        if self.scan_layers:  # mixed tables are scanned over their layer axis, the others broadcast
+            return self.layer(_at_least_f32(x), train, mask, rope)[0]
+        for i, layer in enumerate(self.layer):
+            x = layer(x, train, mask, _layer_rope(rope, i))
         return x
+
+
+def _layer_rope(rope: Rope | None, i: int) -> Rope | None:
+    """Layer i's tables: mixed RoPE has a leading layer axis, the others one table for all."""
+    if rope is None or rope[0].ndim == 2:
+        return rope
+    return rope[0][i], rope[1][i]
+
+
+class ViTRotaryEmbedding(ViTModule):
+    """The rotary tables of a patch grid, computed once per call for every layer: fixed
+    (vit_common.rotary, float64 numpy, cached per grid) or, for mixed RoPE, from the learned
+    frequencies `freqs` (2, layers, heads, head_dim / 2) over the grid's integer positions.
+    The tables stay in at least float32 whatever the model's dtype."""
+
+    def setup(self) -> None:
+        c = self.config
+        self.freqs = (self.param("freqs", lambda key, shape, dtype: jnp.asarray(mixed_freqs_init(c), dtype),
+                                 (2, c.num_hidden_layers, c.num_attention_heads, c.head_dim // 2), self.param_dtype)
+                      if c.rope_type == "mixed" else None)
+
+    def __call__(self, grid: tuple[int, int]) -> Rope:
+        dtype = jnp.promote_types(self.dtype, jnp.float32)
+        if self.freqs is None:
+            sin, cos = rope_tables(self.config, grid)
+            return jnp.asarray(sin, dtype), jnp.asarray(cos, dtype)
+        coords = jnp.asarray(rope_coords(self.config, grid), dtype)  # (N, 2)
+        f = self.freqs.astype(dtype)
+        # (layers, heads, N, head_dim / 2): each axis's position times its learned frequencies
+        angles = coords[:, 0, None] * f[0, :, :, None, :] + coords[:, 1, None] * f[1, :, :, None, :]
+        angles = jnp.repeat(angles, 2, axis=-1)  # pairs (the config allows no other layout here)
+        return jnp.sin(angles), jnp.cos(angles)
 
 
 class ViTAttentionPool(ViTModule):
@@ -387,17 +467,25 @@ class ViTAttentionPool(ViTModule):
         config = self.config
         self.probe = self.param("probe", _trunc_normal(config.initializer_range),
                                 (1, 1, config.hidden_size), self.param_dtype)
-        # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm
-        self.attention = ViTAttention(**{**self.module_args,
-                                         "config": config.replace(qk_norm=False, qkv_bias=True)})
-        self.layernorm = _layernorm(self)
-        self.intermediate = ViTIntermediate(**{**self.module_args, "config": config.replace(mlp_type="mlp")})
-        self.output = ViTOutput(**self.module_args)
+        # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm, its
+        # own head count (PE core: 8 at every width), a plain GELU MLP
+        head = {**self.module_args, "config": _map_config(config)}
+        self.attention = ViTAttention(**head)
+        self.layernorm = _norm(self)
+        self.intermediate = ViTIntermediate(**head)
+        self.output = ViTOutput(**head)
 
     def __call__(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
         probe = jnp.broadcast_to(self.probe.astype(tokens.dtype), (tokens.shape[0], 1, tokens.shape[2]))  # (B, 1, hidden)
         x = _at_least_f32(self.attention(probe, train, tokens, mask))
         return self.output(self.intermediate(self.layernorm(x)), x, train)[:, 0]  # (B, hidden)
+
+
+def _map_config(config: ViTConfig) -> ViTConfig:
+    """The config the MAP head's modules are built from (vit_torch builds its head the same way)."""
+    return config.replace(qk_norm=False, qkv_bias=True, key_bias=True, proj_bias=True, mlp_bias=True,
+                          num_attention_heads=config.map_heads, map_num_heads=0, mlp_type="mlp",
+                          attention_norm=False, mlp_norm=False, rope_type="none", rope_ref_grid=None)
 
 
 class VisionTransformer(ViTModule):
@@ -409,9 +497,10 @@ class VisionTransformer(ViTModule):
     def setup(self) -> None:
         config = self.config
         self.embeddings = ViTEmbeddings(**self.module_args)
-        self.pre_layernorm = _layernorm(self) if config.pre_norm else None
+        self.pre_layernorm = _norm(self) if config.pre_norm else None
+        self.rope = ViTRotaryEmbedding(**self.module_args) if config.rope_type != "none" else None
         self.encoder = ViTEncoder(**self.module_args)
-        self.layernorm = _layernorm(self)
+        self.layernorm = _norm(self)
         self.attention_pool = ViTAttentionPool(**self.module_args) if config.pooling == "map" else None
         # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
         self.projection = _dense(self, config.projection_size, use_bias=False) if config.projection_size else None
@@ -420,6 +509,15 @@ class VisionTransformer(ViTModule):
                spatial_shapes: jax.Array | None = None) -> jax.Array:
         x = self.embeddings(pixel_values, train, interpolate_pos_encoding, spatial_shapes)
         return x if self.pre_layernorm is None else self.pre_layernorm(x)
+
+    def _rope(self, pixel_values: jax.Array, spatial_shapes: jax.Array | None) -> Rope | None:
+        """The rotary tables of the input's patch grid (any size: no table is resampled)."""
+        if self.rope is None:
+            return None
+        if spatial_shapes is not None:
+            raise ValueError("NaFlex patch inputs carry no rotary positions here: pass pixels")
+        p = self.config.patch_size
+        return self.rope((pixel_values.shape[1] // p, pixel_values.shape[2] // p))
 
     def token_mask(self, pixel_attention_mask: jax.Array | None, spatial_shapes: jax.Array | None
                    ) -> jax.Array | None:
@@ -442,7 +540,9 @@ class VisionTransformer(ViTModule):
         `spatial_shapes` (B, 2) as HF's Siglip2 processor makes them; padding rows are computed
         but attended by nothing."""
         mask = self.token_mask(pixel_attention_mask, spatial_shapes)
-        x = self.encoder(self._embed(pixel_values, train, interpolate_pos_encoding, spatial_shapes), train, mask)
+        rope = self._rope(pixel_values, spatial_shapes)
+        x = self.encoder(self._embed(pixel_values, train, interpolate_pos_encoding, spatial_shapes), train, mask,
+                         rope)
         return (self.layernorm(x) if self.config.final_norm == "tokens" else x).astype(self.dtype)
 
     def pool(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
@@ -476,9 +576,10 @@ class VisionTransformer(ViTModule):
         layers = list(self.encoder.layer)
         index = range(len(layers))[layer]  # IndexError for a layer the model does not have
         x = self._embed(pixel_values, False, interpolate_pos_encoding)
-        for block in layers[:index]:
-            x = block(x)
-        return layers[index].attention_probabilities(x)
+        rope = self._rope(pixel_values, None)
+        for i, block in enumerate(layers[:index]):
+            x = block(x, False, None, _layer_rope(rope, i))
+        return layers[index].attention_probabilities(x, None, _layer_rope(rope, index))
 
 
 class ViTForImageClassification(ViTModule):

@@ -69,16 +69,18 @@ class ModuleList(nn.Module):
 REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
 
 
-def layer_stack(block: type[nn.Module], length: int, remat: bool, scan: bool) -> type[nn.Module]:
+def layer_stack(block: type[nn.Module], length: int, remat: bool, scan: bool,
+                per_layer_rope: bool = False) -> type[nn.Module]:
     """The class the encoder builds its layers from: `block` as is, rematerialised (nn.remat, the
     `train` flag static), and / or scanned `length` times (nn.scan, parameters stacked on axis 0,
-    a fresh dropout key per layer). A scanned class returns (x, None), as nn.scan needs."""
+    a fresh dropout key per layer; rotary tables broadcast, or scanned over their layer axis when
+    every layer has its own: mixed RoPE). A scanned class returns (x, None), as nn.scan needs."""
     cls = block
     if scan:
         class Scanned(block):  # type: ignore[misc, valid-type]
-            def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
-                         ) -> tuple[jax.Array, None]:
-                return super().__call__(x, train, mask), None
+            def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None,
+                         rope: Any = None) -> tuple[jax.Array, None]:
+                return super().__call__(x, train, mask, rope), None
 
         Scanned.__name__ = Scanned.__qualname__ = block.__name__
         cls = Scanned
@@ -86,5 +88,5 @@ def layer_stack(block: type[nn.Module], length: int, remat: bool, scan: bool) ->
         cls = nn.remat(cls, policy=REMAT_POLICY, prevent_cse=not scan, static_argnums=(2,))
     if scan:
         cls = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=(nn.broadcast, nn.broadcast), length=length)
+                      in_axes=(nn.broadcast, nn.broadcast, 0 if per_layer_rope else nn.broadcast), length=length)
     return cls

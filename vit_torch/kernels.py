@@ -117,7 +117,9 @@ def fused_qkv(query: nn.Linear, key: nn.Linear, value: nn.Linear, x: torch.Tenso
     cached = owner.__dict__.get("_fused_qkv_cache")
     if cached is None or cached[0] != stamp:
         weight = torch.cat([query.weight, key.weight, value.weight]).detach()
-        bias = torch.cat([query.bias, key.bias, value.bias]).detach() if query.bias is not None else None
+        biases = [m.bias if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in (query, key, value)]
+        # a key without bias (DINOv3, EVA) is a zero bias in the fused GEMM, as timm's k_bias buffer
+        bias = torch.cat(biases).detach() if any(m.bias is not None for m in (query, key, value)) else None
         cached = (stamp, (weight, bias))
         owner.__dict__["_fused_qkv_cache"] = cached  # a plain attribute: never in the state dict
     weight, bias = cached[1]

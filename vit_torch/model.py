@@ -19,6 +19,10 @@ from torch import nn
 import vit_torch.kernels as kernels
 from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.resample import resampling_matrices, sincos2d_table
+from vit_common.rotary import mixed_freqs_init, rope_coords, rope_tables
+
+# (sin, cos) of the rotary angles: (N_patches, head_dim), or (heads, N_patches, head_dim) per layer
+Rope = tuple[torch.Tensor, torch.Tensor]
 
 
 def _trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
@@ -96,6 +100,41 @@ class _Float32LayerNorm(nn.LayerNorm):
         w = _at_least_f32(self.weight)
         y = F.layer_norm(x.to(w.dtype), self.normalized_shape, w, self.bias.to(w.dtype), self.eps)
         return y.to(self.weight.dtype)
+
+
+class _Float32RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (AIMv2) with its mean square taken in at least float32, as _Float32LayerNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = _at_least_f32(self.weight)
+        return F.rms_norm(x.to(w.dtype), self.normalized_shape, w, self.eps).to(self.weight.dtype)
+
+
+def _norm(config: ViTConfig, width: int | None = None) -> nn.Module:
+    """The model's norm over `width` channels (hidden_size by default): LayerNorm or RMSNorm."""
+    width = config.hidden_size if width is None else width
+    if config.norm_type == "layernorm":
+        return _Float32LayerNorm(width, eps=config.layer_norm_eps)
+    elif config.norm_type == "rmsnorm":
+        return _Float32RMSNorm(width, eps=config.layer_norm_eps)
+    else:
+        raise ValueError(f"unsupported norm_type {config.norm_type!r}")
+
+
+def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, layout: str) -> torch.Tensor:
+    """Rotary embedding of the last sin.shape[-2] tokens of x (B, heads, N, head_dim), the prefix
+    tokens left as they are; the rotation runs in the tables' precision (at least float32)."""
+    n = sin.shape[-2]
+    prefix, patches = x[..., :-n, :], x[..., -n:, :].to(sin.dtype)
+    if layout == "halves":  # rotate-half: (x1, x2) -> (-x2, x1)
+        x1, x2 = patches.chunk(2, dim=-1)
+        turned = torch.cat([-x2, x1], dim=-1)
+    elif layout == "pairs":  # interleaved: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
+        turned = torch.stack([-patches[..., 1::2], patches[..., ::2]], dim=-1).flatten(-2)
+    else:
+        raise ValueError(f"unsupported rope_layout {layout!r}")
+    rotated = (patches * cos + turned * sin).to(x.dtype)
+    return torch.cat([prefix, rotated], dim=-2)
 
 
 class ViTPatchEmbeddings(nn.Module):
@@ -195,57 +234,68 @@ class ViTSelfAttention(nn.Module):
         self.attend = _attention_fn(attention_impl)
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
+        self.rope_layout = config.rope_layout
         d = config.hidden_size
         self.query = nn.Linear(d, d, bias=config.qkv_bias)
-        self.key = nn.Linear(d, d, bias=config.qkv_bias)
+        self.key = nn.Linear(d, d, bias=config.qkv_bias and config.key_bias)
         self.value = nn.Linear(d, d, bias=config.qkv_bias)
         # timm's qk_norm: a LayerNorm over head_dim on every head's queries and keys
-        self.q_norm = _Float32LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
-        self.k_norm = _Float32LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
+        self.q_norm = _norm(config, self.head_dim) if config.qk_norm else None
+        self.k_norm = _norm(config, self.head_dim) if config.qk_norm else None
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
 
-    def _queries_keys(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._normed(self._split(self.query(x)), self._split(self.key(context)))
+    def _queries_keys(self, x: torch.Tensor, context: torch.Tensor, rope: Rope | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._normed(self._split(self.query(x)), self._split(self.key(context)), rope)
 
-    def _normed(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _normed(self, q: torch.Tensor, k: torch.Tensor, rope: Rope | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """qk-norm, then the rotary embedding of the patch tokens (timm Eva's order)."""
         if self.q_norm is not None:
             q, k = self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)
+        if rope is not None:
+            q, k = _rotate(q, *rope, self.rope_layout), _rotate(k, *rope, self.rope_layout)
         return q, k
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
         """Queries from `x`; keys and values from `context` (the MAP head's probe attends over the
-        tokens), else from `x`; `mask` (B, N_keys) drops padding keys."""
+        tokens), else from `x`; `mask` (B, N_keys) drops padding keys; `rope` rotates the patch
+        tokens' queries and keys."""
         b, n, _ = x.shape
         fused = kernels.fused_qkv(self.query, self.key, self.value, x, self) if context is None else None
         if fused is not None:  # inference: one GEMM for q, k and v (vit_torch.kernels)
-            q, k = self._normed(self._split(fused[0]), self._split(fused[1]))
+            q, k = self._normed(self._split(fused[0]), self._split(fused[1]), rope)
             v = self._split(fused[2])
         else:
             context = x if context is None else context
-            q, k = self._queries_keys(x, context)
+            q, k = self._queries_keys(x, context, rope)
             v = self._split(self.value(context))
         out = self.attend(q, k, v, self.dropout, mask)  # (B, heads, N, head_dim)
         return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)  # (B, N, hidden)
 
-    def probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                      rope: Rope | None = None) -> torch.Tensor:
         """The attention probabilities this module computes for `x`: (B, heads, N, N)."""
-        return _attention_probs(*self._queries_keys(x, x), mask)
+        return _attention_probs(*self._queries_keys(x, x, rope), mask)
 
 
 class ViTSelfOutput(nn.Module):
-    """The attention's output projection. The residual is added in ViTLayer (pre-norm block)."""
+    """The attention's output projection (after a norm of the heads in EVA CLIP). The residual is
+    added in ViTLayer (pre-norm block)."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layernorm = _norm(config) if config.attention_norm else None
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.proj_bias)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x if self.layernorm is None else self.layernorm(x).to(x.dtype)
         return self.dropout(kernels.linear(self.dense, x))
 
 
@@ -258,8 +308,8 @@ class ViTAttention(nn.Module):
         self.output = ViTSelfOutput(config)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.output(self.attention(x, context, mask))
+                mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
+        return self.output(self.attention(x, context, mask, rope))
 
 
 class ViTIntermediate(nn.Module):
@@ -269,7 +319,7 @@ class ViTIntermediate(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         width = config.intermediate_size * (2 if config.mlp_type == "swiglu" else 1)
-        self.dense = nn.Linear(config.hidden_size, width)
+        self.dense = nn.Linear(config.hidden_size, width, bias=config.mlp_bias)
         self.act = _mlp_activation(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,14 +327,17 @@ class ViTIntermediate(nn.Module):
 
 
 class ViTOutput(nn.Module):
-    """The MLP's second half: intermediate -> hidden, dropout, plus the residual when given."""
+    """The MLP's second half: (a norm of the hidden activations in EVA CLIP), intermediate ->
+    hidden, dropout, plus the residual when given."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.layernorm = _norm(config, config.intermediate_size) if config.mlp_norm else None
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        x = x if self.layernorm is None else self.layernorm(x).to(x.dtype)
         x = self.dropout(kernels.linear(self.dense, x))
         return x if residual is None else x + residual
 
@@ -309,22 +362,23 @@ class ViTLayer(nn.Module):
         self.attention = ViTAttention(config, attention_impl)
         self.intermediate = ViTIntermediate(config)
         self.output = ViTOutput(config)
-        self.layernorm_before = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.layernorm_after = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_before = _norm(config)
+        self.layernorm_after = _norm(config)
         self.layer_scale1 = ViTLayerScale(config) if config.layer_scale else None
         self.layer_scale2 = ViTLayerScale(config) if config.layer_scale else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
         x = _at_least_f32(x)  # the residual stream stays in (at least) float32 in half precision
         if self.layer_scale1 is None:
-            h = x + self.attention(self.layernorm_before(x), None, mask)
+            h = x + self.attention(self.layernorm_before(x), None, mask, rope)
             return self.output(self.intermediate(self.layernorm_after(h)), h)
-        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), None, mask))
+        h = x + self.layer_scale1(self.attention(self.layernorm_before(x), None, mask, rope))
         return h + self.layer_scale2(self.output(self.intermediate(self.layernorm_after(h))))
 
-    def attention_probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attention_probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                                rope: Rope | None = None) -> torch.Tensor:
         """This block's attention probabilities for its input `x`: (B, heads, N, N)."""
-        return self.attention.attention.probabilities(self.layernorm_before(x), mask)
+        return self.attention.attention.probabilities(self.layernorm_before(x), mask, rope)
 
 
 class ViTEncoder(nn.Module):
@@ -339,11 +393,48 @@ class ViTEncoder(nn.Module):
         self.layer = nn.ModuleList([ViTLayer(config, attention_impl)
                                     for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
+        """`rope`: one (sin, cos) for every layer, or (layers, heads, N, head_dim) tables (mixed)."""
         remat = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layer:
-            x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False) if remat else layer(x, mask)
+        for i, layer in enumerate(self.layer):
+            r = _layer_rope(rope, i)
+            x = (torch.utils.checkpoint.checkpoint(layer, x, mask, r, use_reentrant=False) if remat
+                 else layer(x, mask, r))
         return x
+
+
+def _layer_rope(rope: Rope | None, i: int) -> Rope | None:
+    """Layer i's tables: mixed RoPE has a leading layer axis, the others one table for all."""
+    if rope is None or rope[0].ndim == 2:
+        return rope
+    return rope[0][i], rope[1][i]
+
+
+class ViTRotaryEmbedding(nn.Module):
+    """The rotary tables of a patch grid, computed once per forward for every layer: fixed
+    (vit_common.rotary, float64 numpy, cached per grid) or, for mixed RoPE, from the learned
+    frequencies `freqs` (2, layers, heads, head_dim / 2) over the grid's integer positions.
+    The tables stay in at least float32 whatever the model's dtype."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.freqs = (nn.Parameter(torch.empty(2, c.num_hidden_layers, c.num_attention_heads, c.head_dim // 2))
+                      if config.rope_type == "mixed" else None)
+
+    def forward(self, grid: tuple[int, int], like: torch.Tensor) -> Rope:
+        dtype = torch.promote_types(like.dtype, torch.float32)
+        if self.freqs is None:
+            sin, cos = rope_tables(self.config, grid)
+            return (torch.tensor(sin, device=like.device, dtype=dtype),
+                    torch.tensor(cos, device=like.device, dtype=dtype))
+        coords = torch.tensor(rope_coords(self.config, grid), device=like.device, dtype=dtype)  # (N, 2)
+        f = self.freqs.to(dtype)
+        # (layers, heads, N, head_dim / 2): each axis's position times its learned frequencies
+        angles = coords[:, 0, None] * f[0, :, :, None, :] + coords[:, 1, None] * f[1, :, :, None, :]
+        angles = angles.repeat_interleave(2, dim=-1)  # pairs (the config allows no other layout here)
+        return angles.sin(), angles.cos()
 
 
 class ViTAttentionPool(nn.Module):
@@ -353,16 +444,25 @@ class ViTAttentionPool(nn.Module):
     def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.probe = nn.Parameter(torch.empty(1, 1, config.hidden_size))
-        # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm
-        self.attention = ViTAttention(config.replace(qk_norm=False, qkv_bias=True), attention_impl)
-        self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.intermediate = ViTIntermediate(config.replace(mlp_type="mlp"))
-        self.output = ViTOutput(config)
+        # an nn.MultiheadAttention in SigLIP, timm's AttentionPoolLatent: biases, no qk-norm, its
+        # own head count (PE core: 8 at every width), a plain GELU MLP
+        head = _map_config(config)
+        self.attention = ViTAttention(head, attention_impl)
+        self.layernorm = _norm(head)
+        self.intermediate = ViTIntermediate(head)
+        self.output = ViTOutput(head)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         probe = self.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)  # (B, 1, hidden)
         x = _at_least_f32(self.attention(probe, tokens, mask))
         return self.output(self.intermediate(self.layernorm(x)), x)[:, 0]  # (B, hidden)
+
+
+def _map_config(config: ViTConfig) -> ViTConfig:
+    """The config the MAP head's modules are built from (vit_flax builds its head the same way)."""
+    return config.replace(qk_norm=False, qkv_bias=True, key_bias=True, proj_bias=True, mlp_bias=True,
+                          num_attention_heads=config.map_heads, map_num_heads=0, mlp_type="mlp",
+                          attention_norm=False, mlp_norm=False, rope_type="none", rope_ref_grid=None)
 
 
 class VisionTransformer(nn.Module):
@@ -376,10 +476,10 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = ViTEmbeddings(config)
-        self.pre_layernorm = (_Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-                              if config.pre_norm else None)
+        self.pre_layernorm = _norm(config) if config.pre_norm else None
+        self.rope = ViTRotaryEmbedding(config) if config.rope_type != "none" else None
         self.encoder = ViTEncoder(config, attention_impl)
-        self.layernorm = _Float32LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = _norm(config)
         self.attention_pool = ViTAttentionPool(config, attention_impl) if config.pooling == "map" else None
         # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
         self.projection = (nn.Linear(config.hidden_size, config.projection_size, bias=False)
@@ -391,6 +491,15 @@ class VisionTransformer(nn.Module):
                spatial_shapes: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embeddings(pixel_values, interpolate_pos_encoding, spatial_shapes)
         return x if self.pre_layernorm is None else self.pre_layernorm(x)
+
+    def _rope(self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor | None) -> Rope | None:
+        """The rotary tables of the input's patch grid (any size: no table is resampled)."""
+        if self.rope is None:
+            return None
+        if spatial_shapes is not None:
+            raise ValueError("NaFlex patch inputs carry no rotary positions here: pass pixels")
+        p = self.config.patch_size
+        return self.rope((pixel_values.shape[-2] // p, pixel_values.shape[-1] // p), pixel_values)
 
     def token_mask(self, pixel_attention_mask: torch.Tensor | None, spatial_shapes: torch.Tensor | None
                    ) -> torch.Tensor | None:
@@ -413,7 +522,8 @@ class VisionTransformer(nn.Module):
         `spatial_shapes` (B, 2) as HF's Siglip2 processor makes them; padding rows are computed
         but attended by nothing."""
         mask = self.token_mask(pixel_attention_mask, spatial_shapes)
-        x = self.encoder(self._embed(pixel_values, interpolate_pos_encoding, spatial_shapes), mask)
+        rope = self._rope(pixel_values, spatial_shapes)
+        x = self.encoder(self._embed(pixel_values, interpolate_pos_encoding, spatial_shapes), mask, rope)
         return self.layernorm(x) if self.config.final_norm == "tokens" else x
 
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -444,9 +554,10 @@ class VisionTransformer(nn.Module):
         layers = list(self.encoder.layer)
         index = range(len(layers))[layer]  # IndexError for a layer the model does not have
         x = self._embed(pixel_values, interpolate_pos_encoding)
-        for block in layers[:index]:
-            x = block(x)
-        return layers[index].attention_probabilities(x)
+        rope = self._rope(pixel_values, None)
+        for i, block in enumerate(layers[:index]):
+            x = block(x, None, _layer_rope(rope, i))
+        return layers[index].attention_probabilities(x, None, _layer_rope(rope, index))
 
 
 class ViTForImageClassification(nn.Module):
@@ -505,6 +616,10 @@ def init_weights(config: ViTConfig, module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         module.weight.data.fill_(1.0)
         module.bias.data.zero_()
+    elif isinstance(module, nn.RMSNorm):
+        module.weight.data.fill_(1.0)
+    elif isinstance(module, ViTRotaryEmbedding) and module.freqs is not None:
+        module.freqs.data.copy_(torch.from_numpy(mixed_freqs_init(config)))
     elif isinstance(module, ViTEmbeddings):
         for p in (module.cls_token, module.distillation_token, module.register_tokens,
                   module.position_embeddings):

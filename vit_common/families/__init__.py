@@ -1,6 +1,7 @@
 """The registry of source families: the only place the rest of the library asks what a family knows.
 
-One module per family (`vit`, `deit`, `dinov2`, `clip`, `siglip`, `timm`, `google`, `open_clip`), each a
+One module per family (`vit`, `deit`, `dinov2`, `clip`, `siglip`, `timm`, `google`, `open_clip`,
+`dinov3`), each a
 `Family` (`vit_common.families.base`). Adding a family whose mechanisms exist is one module here,
 listed in `FAMILIES`, plus its tests.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vit_common.families import clip, deit, dinov2, google, open_clip, siglip, timm, vit
+from vit_common.families import clip, deit, dinov2, dinov3, google, open_clip, siglip, timm, vit
 from vit_common.families.base import Family, Fields, HFModel
 from vit_common.naming import Naming
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from vit_common.config import ViTConfig
 
 FAMILIES: tuple[Family, ...] = (vit.FAMILY, deit.FAMILY, dinov2.FAMILY, clip.FAMILY, siglip.FAMILY,
-                                timm.FAMILY, google.FAMILY, open_clip.FAMILY)
+                                timm.FAMILY, google.FAMILY, open_clip.FAMILY, dinov3.FAMILY)
 _BY_NAME = {f.name: f for f in FAMILIES}
 NAMINGS: dict[str, Naming] = {n.name: n for f in FAMILIES for n in f.namings}
 _NAMING_FAMILY = {n.name: f for f in FAMILIES for n in f.namings}
@@ -112,7 +113,8 @@ def naming_table(extra: Iterable[Naming] = ()) -> str:
                 stacked = f" (stacks {len(r.parts)})" if len(r.parts) > 1 else ""
                 prefix = n.backbone_prefix if r in n.backbone and n.backbone_prefix else ""
                 shown = f"[{prefix}]" if prefix else ""
-                cell = f"`{shown}{r.theirs}` {r.kind}{stacked}"
+                split = f" (splits in {len(r.their_parts)})" if len(r.their_parts) > 1 else ""
+                cell = f"`{shown}{' + '.join(r.their_parts)}` {r.kind}{stacked}{split}"
                 cells[(p, n.name)] = f"{cells[(p, n.name)]} or {cell}" if (p, n.name) in cells else cell
     lines = ["| canonical (torch) module | " + " | ".join(n.name for n in namings) + " |",
              "|---|" + "---|" * len(namings)]
