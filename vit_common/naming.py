@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from vit_common.config import ViTConfig
 
 Kind = Literal["linear", "conv", "norm", "param", "copy", "heads_in", "heads_out", "pos_no_cls",
-               "token_3d", "scale", "gamma", "vector", "table", "rows", "matrix", "in_proj", "patch_linear", "grid_table"]
+               "token_3d", "scale", "gamma", "param_scale", "vector", "table", "rows", "matrix", "in_proj", "patch_linear", "grid_table"]
 Array = np.ndarray
 
 
@@ -94,6 +94,8 @@ KINDS: dict[Kind, tuple[Leaf, ...]] = {
     # LayerScale: our (and HF DINOv2's) lambda1, timm's gamma
     "scale": (Leaf("lambda1", "lambda1", 1, _same, _same),),
     "gamma": (Leaf("lambda1", "gamma", 1, _same, _same),),
+    # timm Eva's bare gamma_1 / gamma_2 parameters
+    "param_scale": (Leaf("lambda1", "", 1, _same, _same),),
     # CLIP's class_embedding (hidden,) <-> our (1, 1, hidden) token
     "vector": (Leaf("", "", 1, lambda t, c: t.reshape(-1), lambda t: t.reshape(1, 1, -1)),),
     # an nn.Embedding table (tokens, hidden) <-> our (1, tokens, hidden) parameter

@@ -289,7 +289,8 @@ def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None)
     cfg = config or infer.infer_config(state, square=False)
     _plain_head(state, cfg, "timm")
     target = layouts.timm_form(cfg)
-    naming = families.timm.TIMM_NAFLEX if families.timm.is_naflex(target) else TIMM
+    naming = (families.timm.TIMM_NAFLEX if families.timm.is_naflex(target)
+              else families.eva.TIMM_EVA if families.eva.is_eva_config(target) else TIMM)
     return {k: make() for k, make in to_naming(naming, layouts.relayout(state, cfg, target), target)}
 
 
