@@ -257,10 +257,10 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
                                  f"tensors; {len(raw)} others)")
             raw = _vision_tower(raw, weights, notes, families.open_clip.VISUAL, ())
         raw = _vision_tower(raw, weights, notes)
-        eva = given is not None and families.eva.is_eva_config(given)  # timm's Eva class: its own names
-        forced = {"timm-hub": families.eva.TIMM_EVA if eva else detect_naming(raw, [families.timm.TIMM_NAFLEX,
-                                                                                      families.timm.TIMM]),
+        forced = {"timm-hub": detect_naming(raw, [families.timm.TIMM_NAFLEX, families.timm.TIMM]),
                   "open_clip": families.open_clip.OPEN_CLIP}.get(fmt)
+        if given is not None and families.eva.is_eva_config(given) and "patch_embed.proj.weight" in raw:
+            forced = families.eva.TIMM_EVA  # timm names of an Eva model: its own (gamma_1, q_bias, rope.freqs)
         stated = (given.extra.get("model_type") if given is not None else None)
         if forced is None and stated in families.HF_MODELS:  # the directory's own family first
             forced = detect_naming(raw, [families.HF_MODELS[stated].naming])

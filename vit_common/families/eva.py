@@ -233,7 +233,7 @@ def fields_from_args(args: Mapping[str, Any]) -> Fields:
         # EvaAttention never has a key bias; timm's AttentionRope has one with the others
         key_bias=attn == "rope", num_labels=args["num_classes"], class_token=cls, num_register_tokens=reg,
         position_embedding_type="learned" if args["use_abs_pos_emb"] else "none",
-        position_embedding_covers_prefix=not args["no_embed_class"],
+        position_embedding_covers_prefix=args["use_abs_pos_emb"] and not args["no_embed_class"],
         position_embedding_resampling="bicubic_antialias", pre_norm=args["use_pre_transformer_norm"],
         patch_bias=not args["use_pre_transformer_norm"], pooling=pools[pool],
         final_norm="pooled" if fc_norm else "tokens", layer_scale=init_values is not None,
