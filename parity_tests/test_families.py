@@ -219,7 +219,7 @@ def test_dinov2_registers_hf_to_timm_folds_the_cls_slot(tmp_path) -> None:
 @pytest.mark.parametrize(("name", "kwargs"), [
     ("vit_base_patch16_224", dict(pos_embed="rope")),
     ("vit_base_patch16_224", dict(global_pool="max")),
-    ("eva02_base_patch14_224", dict()),
+    ("eva02_enormous_patch14_clip_224", dict()),  # post-norm blocks: no switch of ours
     ("vit_base_patch16_224", dict(block_fn="ParallelBlock")),
 ])
 def test_from_timm_refuses_by_name(name: str, kwargs: dict) -> None:

@@ -378,16 +378,16 @@ def test_folders_we_cannot_read_say_what_they_are(tmp_path) -> None:
         checkpoints.load_checkpoint(tmp_path / "oc")
     assert len(str(e.value).splitlines()) == 1
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "dinov3_vit"}))
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "aimv2_vision_model"}))
     safetensors_torch.save_file({"w": torch.zeros(1)}, str(tmp_path / "hf" / "model.safetensors"))
-    with pytest.raises(ValueError, match="'dinov3_vit'") as e:
+    with pytest.raises(ValueError, match="'aimv2_vision_model'") as e:
         checkpoints.load_checkpoint(tmp_path / "hf")
     assert len(str(e.value).splitlines()) == 1
     # a timm model with an architecture we cannot build: its name, once
     (tmp_path / "eva").mkdir()
-    (tmp_path / "eva" / "config.json").write_text(json.dumps({"architecture": "eva02_base_patch14_224"}))
+    (tmp_path / "eva" / "config.json").write_text(json.dumps({"architecture": "eva02_enormous_patch14_clip_224"}))
     safetensors_torch.save_file({"w": torch.zeros(1)}, str(tmp_path / "eva" / "model.safetensors"))
-    with pytest.raises(ValueError, match="eva02_base_patch14_224") as e:
+    with pytest.raises(ValueError, match="eva02_enormous_patch14_clip_224") as e:
         checkpoints.load_checkpoint(tmp_path / "eva")
     assert len(str(e.value).splitlines()) == 1
 

@@ -153,3 +153,19 @@ def test_published_parameter_counts(name: str) -> None:
     shapes = jax.eval_shape(fx.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, h, w, 3), np.float32))
     flax_count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
     assert ours == theirs == flax_count, (ours, theirs, flax_count)
+
+
+def test_every_eva_definition_has_timms_parameter_count() -> None:
+    """Every timm Eva name from_timm accepts, against the model timm builds (meta tensors)."""
+    from vit_common.families.eva import DEFINITIONS
+
+    wrong = {}
+    for name in DEFINITIONS:
+        theirs = sum(p.numel() for p in timm.create_model(name, pretrained=False, device="meta").parameters())
+        config = ViTConfig.from_timm(name)
+        cls = vit_torch.ViTForImageClassification if config.num_labels else vit_torch.VisionTransformer
+        with torch.device("meta"):
+            ours = sum(p.numel() for p in cls(config).parameters())
+        if ours != theirs:
+            wrong[name] = (ours, theirs)
+    assert not wrong and len(DEFINITIONS) >= 40, wrong

@@ -27,13 +27,10 @@ FinalNorm = Literal["tokens", "pooled"]
 MlpType = Literal["mlp", "swiglu"]
 ClassifierInput = Literal["pooled", "cls", "patch_mean", "cls_patch_mean"]
 # The rotary generation (DINOv3, EVA-02, Perception Encoder, timm's RoPE ViTs, AIMv2)
-# rotary positions on the patch tokens' queries and keys: none; DINOv3's (patch centres in [-1, 1],
-# angles 2 pi c / period); axial (integer positions + offset, rescaled to a reference grid: EVA-02,
-# PE, timm rope); mixed (learned per-layer, per-head frequencies over both axes: timm rope_mixed)
+# rotary positions on the patch tokens' q and k (vit_common/rotary.py): DINOv3's patch centres; axial
+# integer positions (EVA-02, PE, timm rope); mixed: learned per-layer, per-head frequencies (timm)
 RopeType = Literal["none", "dinov3", "axial", "mixed"]
-# where a frequency's two rotated channels sit: the two halves of head_dim (rotate-half, DINOv3)
-# or adjacent pairs (interleaved: EVA, PE, timm rope)
-RopeLayout = Literal["halves", "pairs"]
+RopeLayout = Literal["halves", "pairs"]  # a frequency's two channels: rotate-half or interleaved pairs
 RopeAxes = Literal["yx", "xy"]  # which axis's frequencies come first in head_dim
 NormType = Literal["layernorm", "rmsnorm"]
 # How both twins compute attention (a module argument like dtype, not a config field): einsum /
@@ -106,8 +103,7 @@ class ViTConfig:
     rope_theta: float = 100.0  # the frequencies' base: period theta ** (k / bands) per axis
     rope_layout: RopeLayout = "halves"
     rope_axis_order: RopeAxes = "yx"
-    # axial: positions t = arange(s) + offset, rescaled t / s * ref when a reference grid is
-    # given (EVA's scheme: the pretraining grid); dinov3: the offset is added to the patch centre
+    # axial: positions arange(s) + offset, rescaled t / s * ref to a reference (pretraining) grid
     rope_ref_grid: tuple[int, int] | None = None
     rope_grid_offset: float = 0.0
     norm_type: NormType = "layernorm"  # RMSNorm (AIMv2): no bias, no mean subtracted
@@ -249,17 +245,15 @@ class ViTConfig:
             fail("rope_theta", "a finite float > 1")
         if not is_real(self.rope_grid_offset) or abs(self.rope_grid_offset) > 1e6:
             fail("rope_grid_offset", "a finite float")
-        ref = self.rope_ref_grid
-        if ref is not None:
-            if isinstance(ref, (list, tuple)):
-                object.__setattr__(self, "rope_ref_grid", ref := tuple(ref))
-            if not (isinstance(ref, tuple) and len(ref) == 2 and all(is_int(r) and 0 < r <= 65_536 for r in ref)):
-                fail("rope_ref_grid", "None or a (height, width) pair of ints in [1, 65536]")
+        if isinstance(ref := self.rope_ref_grid, list):
+            object.__setattr__(self, "rope_ref_grid", ref := tuple(ref))
+        if ref is not None and not (isinstance(ref, tuple) and len(ref) == 2
+                                    and all(is_int(r) and 0 < r <= 65_536 for r in ref)):
+            fail("rope_ref_grid", "None or a (height, width) pair of ints in [1, 65536]")
         if not (is_int(self.map_num_heads) and 0 <= self.map_num_heads <= 4096):
             fail("map_num_heads", "an int in [0, 4096] (0: the encoder's head count)")
         if self.map_num_heads and self.hidden_size % self.map_num_heads:
-            raise ValueError(f"ViTConfig: hidden_size ({self.hidden_size}) must be divisible by "
-                             f"map_num_heads ({self.map_num_heads})")
+            raise ValueError(f"ViTConfig: hidden_size {self.hidden_size} is not divisible by map_num_heads {self.map_num_heads}")
         if self.rope_type == "none":
             return
         # each axis gets head_dim / 4 frequencies, each rotating a pair of channels
@@ -269,12 +263,10 @@ class ViTConfig:
         if self.rope_type == "mixed" and self.rope_layout != "pairs":
             raise ValueError("ViTConfig: rope_type 'mixed' rotates adjacent pairs (timm): rope_layout 'pairs'")
         if self.rope_ref_grid is not None and self.rope_type != "axial":
-            raise ValueError(f"ViTConfig: rope_ref_grid rescales axial positions (EVA); rope_type "
-                             f"{self.rope_type!r} has none")
+            raise ValueError(f"ViTConfig: rope_ref_grid rescales axial positions (EVA), not {self.rope_type!r} ones")
 
     @property
-    def map_heads(self) -> int:
-        """The MAP head's attention heads."""
+    def map_heads(self) -> int:  # the MAP head's attention heads
         return self.map_num_heads or self.num_attention_heads
 
     # --- derived sizes -------------------------------------------------------------------------

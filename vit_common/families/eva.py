@@ -10,7 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from vit_common.canonical import ATTENTION_POOL, LAYER
-from vit_common.families.base import Family, Fields
+from vit_common.families.base import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    Family,
+    Fields,
+)
 from vit_common.naming import Naming, Rename
 
 _L, _P, _B = LAYER, ATTENTION_POOL, "blocks.{i}."
@@ -319,4 +328,11 @@ FAMILY = Family(
     namings=(TIMM_EVA,),
     naming_defaults={"timm-eva": {"hidden_act": "gelu", "layer_norm_eps": 1e-6,
                                   "position_embedding_resampling": "bicubic_antialias"}},
+    # the default tags' pretrained_cfg (a hub folder carries its own): DINOv3 at 256, EVA-02, PE
+    presets={"timm-dinov3": {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "resample": "bicubic",
+                             "crop_pct": 1.0, "crop_mode": "center", "crop_rounding": "round"},
+             "eva02": {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "resample": "bicubic", "crop_pct": 0.9,
+                       "crop_mode": "center", "crop_rounding": "round"},
+             "pe": {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "resample": "bicubic",
+                    "crop_pct": 1.0, "crop_mode": "center", "crop_rounding": "round"}},
 )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vit_common.canonical import ATTENTION_POOL, LAYER
-from vit_common.families import eva
+from vit_common.families.eva import config_fields as eva_fields, hub_args as eva_hub_args, is_eva_config, is_eva_name
 from vit_common.families.base import (
     IMAGENET_STANDARD_MEAN,
     IMAGENET_STANDARD_STD,
@@ -341,8 +341,8 @@ def config_fields(model_name: str, kwargs: Mapping[str, Any]) -> Fields:
     """Our fields for `timm.create_model(model_name, **kwargs)`; what the switches cannot express
     (rope, Eva, max pooling, ...) is a ValueError naming it."""
     name = model_name.split(".")[0]
-    if eva.is_eva_name(name):  # DINOv3, EVA-02, PE, RoPE ViTs: timm's Eva class
-        return eva.config_fields(name, kwargs)
+    if is_eva_name(name):  # DINOv3, EVA-02, PE, RoPE ViTs: timm's Eva class
+        return eva_fields(name, kwargs)
     if name.startswith("naflexvit_"):
         try:
             return naflex_fields(name, kwargs)
@@ -447,8 +447,8 @@ def hub_args(config: Any) -> tuple[str, dict[str, Any]]:
     """(architecture, model_args) for which `timm.create_model` builds a model of `config`: the
     definition it was read from (or a plain one of the right class), every size and switch stated.
     What timm's VisionTransformer cannot express is a ValueError naming it."""
-    if is_naflex(config) or eva.is_eva_config(config):
-        return naflex_hub_args(config) if is_naflex(config) else eva.hub_args(config)
+    if is_naflex(config) or is_eva_config(config):
+        return naflex_hub_args(config) if is_naflex(config) else eva_hub_args(config)
     wrong = []
     if config.position_embedding_type == "sincos2d":
         wrong.append("position_embedding_type='sincos2d'")
