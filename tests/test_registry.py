@@ -62,6 +62,8 @@ def test_every_family_has_every_part(family: families.Family) -> None:
             assert model.classifiers[config.classifier_input] in str(written["architectures"])
     elif family.name == "timm":
         assert ViTConfig.from_timm("vit_small_patch16_224").hidden_size == 384
+    elif family.name == "eva":  # timm's Eva definitions, by name
+        assert ViTConfig.from_timm("vit_small_patch16_dinov3").rope_type == "dinov3"
     elif family.name == "open_clip":
         fields, pre = family_module("open_clip").config_fields(
             {"model_cfg": {"embed_dim": 16, "vision_cfg": {"width": 32, "layers": 2, "patch_size": 8,

@@ -127,9 +127,7 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
                                          ref_feat_shape=(14, 14), num_classes=1024),
     "vit_pe_core_large_patch14_336": dict(_PE_CORE, img_size=336, patch_size=14, **_size(1024, 24, 16),
                                           ref_feat_shape=(24, 24), num_classes=1024),
-    "vit_pe_core_gigantic_patch14_448": dict(_PE_CORE, img_size=448, patch_size=14, **_size(1536, 50, 16),
-                                             mlp_ratio=8960 / 1536, class_token=False, rope_grid_offset=0.0,
-                                             ref_feat_shape=(32, 32), num_classes=1280),
+    # (PE core G/14: its attention pool's MLP is narrower than the blocks' -- one MLP width here)
     **{f"vit_pe_spatial_{n}_patch16_512": dict(_PE_SPATIAL, img_size=512, patch_size=16, **size)
        for n, size in (("tiny", _size(192, 12, 3)), ("small", _size(384, 12, 6)), ("base", _size(768, 12, 12)))},
     "vit_pe_spatial_large_patch14_448": dict(_PE_SPATIAL, img_size=448, patch_size=14, **_size(1024, 24, 16)),
