@@ -23,7 +23,8 @@ def configs(draw: st.DrawFn) -> ViTConfig:
     heads = draw(st.integers(1, 4))
     patch = draw(st.integers(1, 6))
     family = draw(switches())
-    width = 4 if family["position_embedding_type"] == "sincos2d" else 1  # sin/cos of rows and columns
+    # sin/cos of rows and columns: hidden (sincos2d) or head_dim (rotary) divisible by 4
+    width = 4 if family["position_embedding_type"] == "sincos2d" or family["rope_type"] != "none" else 1
     return ViTConfig(
         hidden_size=heads * width * draw(st.integers(1, 8 // width)),
         num_attention_heads=heads,
@@ -45,8 +46,9 @@ def switches(draw: st.DrawFn) -> dict:
     """A random combination of the family switches, every valid one reachable."""
     class_token = draw(st.booleans())
     distillation = class_token and draw(st.booleans())
-    pooling = "cls" if distillation else draw(st.sampled_from(["cls", "gap", "map"] if class_token
-                                                                else ["gap", "map"]))
+    pooling = "cls" if distillation else draw(st.sampled_from(["cls", "gap", "map", "probe"] if class_token
+                                                                else ["gap", "map", "probe"]))
+    rope = draw(st.sampled_from(["none", "dinov3", "axial", "mixed"]))
     return dict(
         class_token=class_token, distillation_token=distillation, pooling=pooling,
         final_norm="tokens" if distillation else draw(st.sampled_from(["tokens", "pooled"])),
@@ -57,6 +59,13 @@ def switches(draw: st.DrawFn) -> dict:
         layer_scale=draw(st.booleans()), layerscale_value=draw(st.floats(0.2, 1.0)),
         mlp_type=draw(st.sampled_from(["mlp", "swiglu"])), qk_norm=draw(st.booleans()),
         mask_token=draw(st.booleans()),
+        rope_type=rope, rope_theta=draw(st.sampled_from([10.0, 100.0, 1e4])),
+        rope_layout="pairs" if rope == "mixed" else draw(st.sampled_from(["halves", "pairs"])),
+        rope_axis_order=draw(st.sampled_from(["yx", "xy"])), rope_grid_offset=draw(st.sampled_from([0.0, 1.0])),
+        rope_ref_grid=draw(st.sampled_from([None, (3, 2)])) if rope == "axial" else None,
+        norm_type=draw(st.sampled_from(["layernorm", "rmsnorm"])), key_bias=draw(st.booleans()),
+        proj_bias=draw(st.booleans()), mlp_bias=draw(st.booleans()), attention_norm=draw(st.booleans()),
+        mlp_norm=draw(st.booleans()), patch_norm=draw(st.booleans()), map_num_heads=draw(st.sampled_from([0, 1])),
         classifier_input=draw(st.sampled_from(["pooled", "cls", "patch_mean", "cls_patch_mean"]
                                               if class_token else ["pooled", "patch_mean"])),
     )

@@ -17,7 +17,7 @@ from vit_common.naming import KINDS, Naming
 from vit_common.preprocessing import PIPELINES, Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_FAMILIES = ("vit", "deit", "dinov2", "clip", "siglip", "timm", "google", "open_clip", "dinov3", "eva")
+SOURCE_FAMILIES = ("vit", "deit", "dinov2", "clip", "siglip", "timm", "google", "open_clip", "dinov3", "eva", "aimv2")
 
 
 def test_one_module_per_source_family() -> None:

@@ -1,6 +1,6 @@
 """The rotary generation, as its libraries write it with random weights: HF DINOv3ViTModel
-(plain and gated MLP) and timm's Eva class (DINOv3, EVA-02 plain and CLIP, PE core, RoPE ViTs axial
-and mixed) load in both twins from the files alone and reproduce the source; each is written back
+(plain and gated MLP), timm's Eva class (DINOv3, EVA-02 plain and CLIP, PE core, RoPE ViTs axial
+and mixed) and AIMv2 (HF Aimv2VisionModel with its pooling head, timm aimv2_*) load in both twins from the files alone and reproduce the source; each is written back
 in a form its library reads (transformers with no missing key, timm strictly), reproducing it; the
 published architectures have the source's parameter count in both twins."""
 
@@ -42,6 +42,7 @@ EVA_CASES = {
     "vit_base_patch16_rope_224": dict(_TINY, img_size=32),  # AttentionRope, xy, theta 100
     "vit_base_patch16_rope_mixed_ape_224": dict(_TINY, img_size=32),  # learned frequencies, pos table
     "vit_base_patch16_rope_reg1_gap_256": dict(_TINY, img_size=32),  # ref grid 16, register, fc_norm
+    "aimv2_large_patch14_224": dict(_TINY, img_size=28),  # RMSNorm, the patch norm, SwiGLU, no biases
 }
 
 
@@ -52,7 +53,7 @@ def test_timm_eva_hub_folder_both_ways(name: str, tmp_path) -> None:
     x = _pixels(h, w)
     want = _timm_outputs(model, x)
     ours = vit_torch.from_pretrained(tmp_path / "src")
-    assert ours.config.rope_type != "none"
+    assert ours.config.rope_type != "none" or ours.config.norm_type == "rmsnorm"
     got = _torch(ours, x)
     if not model.num_classes:
         want.pop("pooled")
@@ -87,20 +88,21 @@ def test_timm_eva_bare_state_dict_with_its_name(tmp_path) -> None:
         assert (ours(y, interpolate_pos_encoding=True) - dyn.eval()(y)).abs().max() <= 2e-5
 
 
-def _hf_dinov3(gated: bool, tmp_path) -> transformers.DINOv3ViTModel:
+def _hf_dinov3(gated: bool, tmp_path, registers: int = 4) -> transformers.DINOv3ViTModel:
     torch.manual_seed(0)
     config = transformers.DINOv3ViTConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32,
-        patch_size=8, num_register_tokens=4, use_gated_mlp=gated, hidden_act="silu" if gated else "gelu")
+        patch_size=8, num_register_tokens=registers, use_gated_mlp=gated, hidden_act="silu" if gated else "gelu")
     model = transformers.DINOv3ViTModel(config).eval()
     _perturb(model, 4)
     model.save_pretrained(tmp_path / "hf")
     return model
 
 
-@pytest.mark.parametrize("gated", [False, True], ids=["mlp", "gated"])
-def test_hf_dinov3_both_ways(gated: bool, tmp_path) -> None:
-    hf = _hf_dinov3(gated, tmp_path)
+@pytest.mark.parametrize(("gated", "registers"), [(False, 4), (True, 4), (False, 0)],
+                         ids=["mlp", "gated", "no-registers"])
+def test_hf_dinov3_both_ways(gated: bool, registers: int, tmp_path) -> None:
+    hf = _hf_dinov3(gated, tmp_path, registers)
     x = _pixels(32, 48)  # off the config's square: rotary positions of any grid
     with torch.no_grad():
         ref = hf(pixel_values=x)
@@ -138,7 +140,8 @@ def test_hf_dinov3_both_ways(gated: bool, tmp_path) -> None:
 # tensors in torch, shapes only in Flax)
 PUBLISHED = ["vit_small_patch16_dinov3", "vit_large_patch16_dinov3_qkvb", "vit_huge_plus_patch16_dinov3",
              "vit_7b_patch16_dinov3", "eva02_large_patch14_448", "eva02_large_patch14_clip_336",
-             "vit_pe_core_large_patch14_336", "vit_base_patch16_rope_reg1_gap_256", "vit_base_patch16_rope_mixed_224"]
+             "vit_pe_core_large_patch14_336", "vit_base_patch16_rope_reg1_gap_256", "vit_base_patch16_rope_mixed_224",
+             "aimv2_large_patch14_224"]
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -169,3 +172,26 @@ def test_every_eva_definition_has_timms_parameter_count() -> None:
         if ours != theirs:
             wrong[name] = (ours, theirs)
     assert not wrong and len(DEFINITIONS) >= 40, wrong
+
+
+def test_hf_aimv2_both_ways(tmp_path) -> None:
+    torch.manual_seed(0)
+    config = transformers.Aimv2VisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                            num_attention_heads=4, image_size=28, patch_size=14)
+    hf = transformers.Aimv2VisionModel(config).eval()
+    _perturb(hf, 5)
+    hf.save_pretrained(tmp_path / "hf")
+    x = _pixels(28, 28)
+    with torch.no_grad():
+        ref = hf(pixel_values=x)
+    want = {"pooled": ref.pooler_output.numpy(), "tokens": ref.last_hidden_state.numpy()}
+    ours = vit_torch.from_pretrained(tmp_path / "hf")
+    assert (ours.config.norm_type, ours.config.pooling, ours.config.patch_norm) == ("rmsnorm", "probe", True)
+    _close(want, _torch(ours, x))
+    _close(want, _flax(tmp_path / "hf", x))
+    ckpt = checkpoints.load_checkpoint(tmp_path / "hf")
+    checkpoints.save_hf(ckpt.state, ckpt.config, tmp_path / "back")
+    back, info = transformers.Aimv2VisionModel.from_pretrained(tmp_path / "back", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    with torch.no_grad():
+        assert torch.equal(back.eval()(pixel_values=x).pooler_output, ref.pooler_output)

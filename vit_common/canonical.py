@@ -78,6 +78,7 @@ TABLE: tuple[Rule, ...] = (
     Rule("embeddings.patch_embeddings.projection", "conv",
          lambda c: (c.hidden_size, c.num_channels, c.patch_size, c.patch_size),
          has_bias=lambda c: c.patch_bias),
+    _norm("embeddings.patch_embeddings.layernorm", when=lambda c: c.patch_norm),
     _norm("pre_layernorm", when=lambda c: c.pre_norm),
     # mixed RoPE's learned frequencies (2, layers, heads, head_dim / 2), as timm's rope.freqs
     Rule("rope.freqs", "param", lambda c: (2, c.num_hidden_layers, c.num_attention_heads, c.head_dim // 2),
@@ -104,6 +105,11 @@ TABLE: tuple[Rule, ...] = (
     _norm(_P + "layernorm", when=_is_map),
     _linear(_P + "intermediate.dense", lambda c: (c.intermediate_size, c.hidden_size), when=_is_map),
     _linear(_P + "output.dense", lambda c: (c.hidden_size, c.intermediate_size), when=_is_map),
+    # AIMv2's attention-pooling head: the probe is the query, keys and values projected, an output Linear
+    Rule(_P + "probe", "param", lambda c: (1, 1, c.hidden_size), when=lambda c: c.pooling == "probe"),
+    *(_linear(_P + n, lambda c: (c.hidden_size, c.hidden_size), has_bias=lambda c: c.qkv_bias,
+              when=lambda c: c.pooling == "probe") for n in ("key", "value")),
+    _linear(_P + "dense", lambda c: (c.hidden_size, c.hidden_size), when=lambda c: c.pooling == "probe"),
     # CLIP's visual_projection / open_clip's visual.proj, after the pooled embedding
     _linear("projection", lambda c: (c.projection_size, c.hidden_size), has_bias=lambda c: False,
             when=lambda c: c.projection_size > 0),

@@ -259,8 +259,11 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
         raw = _vision_tower(raw, weights, notes)
         forced = {"timm-hub": detect_naming(raw, [families.timm.TIMM_NAFLEX, families.timm.TIMM]),
                   "open_clip": families.open_clip.OPEN_CLIP}.get(fmt)
-        if given is not None and families.eva.is_eva_config(given) and "patch_embed.proj.weight" in raw:
-            forced = families.eva.TIMM_EVA  # timm names of an Eva model: its own (gamma_1, q_bias, rope.freqs)
+        if given is not None and "patch_embed.proj.weight" in raw:  # timm names, of a class with its own
+            if families.aimv2.is_timm_config(given):
+                forced = families.aimv2.TIMM_AIMV2  # patch_embed.norm, fc1_g / fc1_x
+            elif families.eva.is_eva_config(given):
+                forced = families.eva.TIMM_EVA  # gamma_1, q_bias, rope.freqs
         stated = (given.extra.get("model_type") if given is not None else None)
         if forced is None and stated in families.HF_MODELS:  # the directory's own family first
             forced = detect_naming(raw, [families.HF_MODELS[stated].naming])

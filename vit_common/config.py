@@ -16,13 +16,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_args
 
 import vit_common.families as families
+from vit_common.rotary import check_rope_fields
 
 HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu"]
 # The family switches (DINOv2, CLIP, SigLIP, DeiT, timm's and big_vision's variants); defaults are
 # classic ViT. Each is handled in one place in each twin.
 PositionEmbedding = Literal["learned", "sincos2d", "none"]
 Resampling = Literal["bicubic", "bicubic_antialias", "bilinear_antialias"]
-Pooling = Literal["cls", "gap", "map"]
+Pooling = Literal["cls", "gap", "map", "probe"]  # probe: AIMv2's head, the probe itself the query
 FinalNorm = Literal["tokens", "pooled"]
 MlpType = Literal["mlp", "swiglu"]
 ClassifierInput = Literal["pooled", "cls", "patch_mean", "cls_patch_mean"]
@@ -113,6 +114,7 @@ class ViTConfig:
     attention_norm: bool = False  # a norm on the attention's heads before its projection (EVA CLIP)
     mlp_norm: bool = False  # a norm on the MLP's hidden activations before its second Linear (EVA CLIP)
     map_num_heads: int = 0  # the MAP head's attention heads (0: the encoder's; PE core: 8)
+    patch_norm: bool = False  # a norm on the patch vectors before the positions (AIMv2)
     # HF metadata carried through unchanged (id2label, architectures, model_type, ...). Not part of
     # the architecture, so it takes no part in equality or hashing.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
@@ -122,7 +124,8 @@ class ViTConfig:
         "position_embedding_covers_prefix", "position_embedding_resampling", "pre_norm", "patch_bias",
         "pooling", "final_norm", "layer_scale", "mlp_type", "qk_norm", "mask_token", "rope_type",
         "rope_theta", "rope_layout", "rope_axis_order", "rope_ref_grid", "rope_grid_offset", "norm_type",
-        "key_bias", "proj_bias", "mlp_bias", "attention_norm", "mlp_norm", "map_num_heads")
+        "key_bias", "proj_bias", "mlp_bias", "attention_norm", "mlp_norm", "map_num_heads",
+        "patch_norm")
 
     @classmethod
     def switch_defaults(cls) -> dict[str, Any]:
@@ -171,7 +174,7 @@ class ViTConfig:
             fail("qkv_bias", "a bool")
         for name in ("class_token", "distillation_token", "position_embedding_covers_prefix",
                      "pre_norm", "patch_bias", "layer_scale", "qk_norm", "mask_token", "key_bias",
-                     "proj_bias", "mlp_bias", "attention_norm", "mlp_norm"):
+                     "proj_bias", "mlp_bias", "attention_norm", "mlp_norm", "patch_norm"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "a bool")
         for name, kind in (("position_embedding_type", PositionEmbedding),
@@ -184,7 +187,7 @@ class ViTConfig:
             fail("num_register_tokens", "an int in [0, 1024]")
         if not is_real(self.layerscale_value):
             fail("layerscale_value", "a finite float")
-        self._check_rope(fail, is_int, is_real)
+        check_rope_fields(self, fail, is_int, is_real)
         if not self.class_token and not self.distillation_token:
             # nothing to cover: one spelling, so equal models have equal configs
             object.__setattr__(self, "position_embedding_covers_prefix", False)
@@ -239,31 +242,6 @@ class ViTConfig:
             raise ValueError(
                 f"ViTConfig: extra['id2label'] has {len(id2label)} labels but num_labels is "
                 f"{self.num_labels}")
-
-    def _check_rope(self, fail: Any, is_int: Any, is_real: Any) -> None:
-        if not (is_real(self.rope_theta) and self.rope_theta > 1):
-            fail("rope_theta", "a finite float > 1")
-        if not is_real(self.rope_grid_offset) or abs(self.rope_grid_offset) > 1e6:
-            fail("rope_grid_offset", "a finite float")
-        if isinstance(ref := self.rope_ref_grid, list):
-            object.__setattr__(self, "rope_ref_grid", ref := tuple(ref))
-        if ref is not None and not (isinstance(ref, tuple) and len(ref) == 2
-                                    and all(is_int(r) and 0 < r <= 65_536 for r in ref)):
-            fail("rope_ref_grid", "None or a (height, width) pair of ints in [1, 65536]")
-        if not (is_int(self.map_num_heads) and 0 <= self.map_num_heads <= 4096):
-            fail("map_num_heads", "an int in [0, 4096] (0: the encoder's head count)")
-        if self.map_num_heads and self.hidden_size % self.map_num_heads:
-            raise ValueError(f"ViTConfig: hidden_size {self.hidden_size} is not divisible by map_num_heads {self.map_num_heads}")
-        if self.rope_type == "none":
-            return
-        # each axis gets head_dim / 4 frequencies, each rotating a pair of channels
-        if self.head_dim % 4:
-            raise ValueError(f"ViTConfig: rotary positions split head_dim in four (two axes, sin / cos "
-                             f"pairs): it must be divisible by 4, got {self.head_dim}")
-        if self.rope_type == "mixed" and self.rope_layout != "pairs":
-            raise ValueError("ViTConfig: rope_type 'mixed' rotates adjacent pairs (timm): rope_layout 'pairs'")
-        if self.rope_ref_grid is not None and self.rope_type != "axial":
-            raise ValueError(f"ViTConfig: rope_ref_grid rescales axial positions (EVA), not {self.rope_type!r} ones")
 
     @property
     def map_heads(self) -> int:  # the MAP head's attention heads

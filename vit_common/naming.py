@@ -12,6 +12,7 @@ only code that applies them; the tables themselves live with their families (`vi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -166,6 +167,9 @@ class Naming:
     # backbone modules theirs keeps beside the backbone, outside its prefix (CLIP's
     # visual_projection); a model with one of them has its backbone under the prefix, as a classifier
     top: tuple[Rename, ...] = ()
+    # their tensors that exist empty where our model has none ({their key: shape} for a config):
+    # HF DINOv3's (1, 0, hidden) register_tokens without registers
+    empty: Callable[[ViTConfig], dict[str, tuple[int, ...]]] | None = None
 
     def prefixed(self, config: ViTConfig, with_head: bool) -> bool:
         """Whether their backbone keys carry backbone_prefix for a model of `config`."""
@@ -217,6 +221,10 @@ def to_naming(naming: Naming, state: Mapping[str, Any], config: ViTConfig
                     for j, t in enumerate(theirs):
                         out.append((tp + _their_key(t.format(i=i), leaf, naming.sep),
                                     _maker(leaf, [state[k] for k in keys], config, (j, len(theirs)))))
+    made = {k for k, _ in out}
+    for key, shape in (naming.empty(config) if naming.empty else {}).items():
+        if theirs_prefix + key not in made:
+            out.append((theirs_prefix + key, functools.partial(np.zeros, shape, np.float32)))
     left = sorted(k for k in state if k not in used)
     if left:  # never a silently dropped tensor
         raise ValueError(f"{naming.name} names cannot hold {', '.join(left[:6])}"

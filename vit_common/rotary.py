@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -107,3 +107,31 @@ def mixed_freqs_init(config: ViTConfig) -> np.ndarray:
     first, second = np.concatenate([mag, zeros]), np.concatenate([zeros, mag])
     out = np.stack([first, second])[:, None, None, :]
     return np.broadcast_to(out, (2, c.num_hidden_layers, c.num_attention_heads, c.head_dim // 2)).copy()
+
+
+def check_rope_fields(config: ViTConfig, fail: Any, is_int: Any, is_real: Any) -> None:
+    """ViTConfig's checks of the rotary fields and the MAP head count (called from __post_init__)."""
+    if not (is_real(config.rope_theta) and config.rope_theta > 1):
+        fail("rope_theta", "a finite float > 1")
+    if not is_real(config.rope_grid_offset) or abs(config.rope_grid_offset) > 1e6:
+        fail("rope_grid_offset", "a finite float")
+    if isinstance(ref := config.rope_ref_grid, list):
+        object.__setattr__(self, "rope_ref_grid", ref := tuple(ref))
+    if ref is not None and not (isinstance(ref, tuple) and len(ref) == 2
+                                and all(is_int(r) and 0 < r <= 65_536 for r in ref)):
+        fail("rope_ref_grid", "None or a (height, width) pair of ints in [1, 65536]")
+    if not (is_int(config.map_num_heads) and 0 <= config.map_num_heads <= 4096):
+        fail("map_num_heads", "an int in [0, 4096] (0: the encoder's head count)")
+    if config.map_num_heads and config.hidden_size % config.map_num_heads:
+        raise ValueError(f"ViTConfig: hidden_size {config.hidden_size} is not divisible by "
+                         f"map_num_heads {config.map_num_heads}")
+    if config.rope_type == "none":
+        return
+    # each axis gets head_dim / 4 frequencies, each rotating a pair of channels
+    if config.head_dim % 4:
+        raise ValueError(f"ViTConfig: rotary positions split head_dim in four (two axes, sin / cos "
+                         f"pairs): it must be divisible by 4, got {config.head_dim}")
+    if config.rope_type == "mixed" and config.rope_layout != "pairs":
+        raise ValueError("ViTConfig: rope_type 'mixed' rotates adjacent pairs (timm): rope_layout 'pairs'")
+    if config.rope_ref_grid is not None and config.rope_type != "axial":
+        raise ValueError(f"ViTConfig: rope_ref_grid rescales axial positions (EVA), not {config.rope_type!r} ones")

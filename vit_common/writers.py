@@ -290,6 +290,7 @@ def timm_state(state: Mapping[str, np.ndarray], config: ViTConfig | None = None)
     _plain_head(state, cfg, "timm")
     target = layouts.timm_form(cfg)
     naming = (families.timm.TIMM_NAFLEX if families.timm.is_naflex(target)
+              else families.aimv2.TIMM_AIMV2 if families.aimv2.is_timm_config(target)
               else families.eva.TIMM_EVA if families.eva.is_eva_config(target) else TIMM)
     return {k: make() for k, make in to_naming(naming, layouts.relayout(state, cfg, target), target)}
 

@@ -172,12 +172,16 @@ class ViTPatchEmbeddings(ViTModule):
             config.hidden_size, kernel_size=(p, p), strides=(p, p), padding="VALID",
             use_bias=config.patch_bias, dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=_trunc_normal(config.initializer_range), bias_init=jax.nn.initializers.zeros)
+        self.layernorm = _norm(self) if config.patch_norm else None  # AIMv2's norm of the patch vectors
+
+    def _normed(self, x: jax.Array) -> jax.Array:
+        return x if self.layernorm is None else self.layernorm(x).astype(x.dtype)
 
     def __call__(self, pixel_values: jax.Array, interpolate_pos_encoding: bool = False) -> jax.Array:
         _check_pixels(self.pixel_shape, pixel_values, self.patch_size if interpolate_pos_encoding else None)
         x = self.projection(pixel_values)  # (B, H/p, W/p, hidden)
         b, h, w, d = x.shape
-        return x.reshape(b, h * w, d)  # (B, N, hidden), patches in row-major (h, w) order
+        return self._normed(x.reshape(b, h * w, d))  # (B, N, hidden), patches in row-major (h, w) order
 
     def patches(self, patches: jax.Array) -> jax.Array:
         """Patchified pixels (B, N, p*p*C), each patch flattened in (row, column, channel) order
@@ -189,7 +193,7 @@ class ViTPatchEmbeddings(ViTModule):
         params = self.projection.variables["params"]
         kernel = params["kernel"].reshape(p * p * c, -1)  # (p, p, C, hidden): (row, col, channel) rows
         x = jnp.einsum("bnk,kd->bnd", patches.astype(self.dtype), kernel.astype(self.dtype))
-        return x + params["bias"].astype(self.dtype) if "bias" in params else x
+        return self._normed(x + params["bias"].astype(self.dtype) if "bias" in params else x)
 
 
 class ViTEmbeddings(ViTModule):
@@ -481,6 +485,32 @@ class ViTAttentionPool(ViTModule):
         return self.output(self.intermediate(self.layernorm(x)), x, train)[:, 0]  # (B, hidden)
 
 
+class ViTProbePool(ViTModule):
+    """AIMv2's attention-pooling head: a learned probe is the query itself (no projection), keys
+    and values are projected from the tokens, the heads merged by a Dense; no MLP, no residual."""
+
+    def setup(self) -> None:
+        config = self.config
+        self.attend = _attention_fn(self.attention_impl)
+        self.num_heads = config.map_heads
+        d = config.hidden_size
+        self.probe = self.param("probe", _trunc_normal(config.initializer_range), (1, 1, d), self.param_dtype)
+        self.key = _dense(self, d, use_bias=config.qkv_bias)
+        self.value = _dense(self, d, use_bias=config.qkv_bias)
+        self.dense = _dense(self, d)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split(self, t: jax.Array) -> jax.Array:
+        b, n, d = t.shape
+        return t.reshape(b, n, self.num_heads, d // self.num_heads).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
+
+    def __call__(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
+        b = tokens.shape[0]
+        q = self._split(jnp.broadcast_to(self.probe.astype(tokens.dtype), (b, 1, tokens.shape[2])))  # (B, heads, 1, head_dim)
+        out = self.attend(q, self._split(self.key(tokens)), self._split(self.value(tokens)), self.dropout, train, mask)
+        return self.dense(out.transpose(0, 2, 1, 3).reshape(b, -1))  # (B, hidden)
+
+
 def _map_config(config: ViTConfig) -> ViTConfig:
     """The config the MAP head's modules are built from (vit_torch builds its head the same way)."""
     return config.replace(qk_norm=False, qkv_bias=True, key_bias=True, proj_bias=True, mlp_bias=True,
@@ -501,7 +531,8 @@ class VisionTransformer(ViTModule):
         self.rope = ViTRotaryEmbedding(**self.module_args) if config.rope_type != "none" else None
         self.encoder = ViTEncoder(**self.module_args)
         self.layernorm = _norm(self)
-        self.attention_pool = ViTAttentionPool(**self.module_args) if config.pooling == "map" else None
+        pools = {"map": ViTAttentionPool, "probe": ViTProbePool}
+        self.attention_pool = pools[config.pooling](**self.module_args) if config.pooling in pools else None
         # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
         self.projection = _dense(self, config.projection_size, use_bias=False) if config.projection_size else None
 
@@ -553,7 +584,7 @@ class VisionTransformer(ViTModule):
             pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
         elif config.pooling == "gap":
             pooled = _patch_mean(tokens, config.num_prefix_tokens, mask)
-        elif config.pooling == "map":
+        elif config.pooling in ("map", "probe"):
             pooled = self.attention_pool(tokens, train, mask)
         else:
             raise ValueError(f"unsupported pooling {config.pooling!r}")

@@ -146,11 +146,15 @@ class ViTPatchEmbeddings(nn.Module):
         self.patch_size = p = config.patch_size
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p,
                                     bias=config.patch_bias)
+        self.layernorm = _norm(config) if config.patch_norm else None  # AIMv2's norm of the patch vectors
+
+    def _normed(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.layernorm is None else self.layernorm(x).to(x.dtype)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         _check_pixels(self.pixel_shape, pixel_values, self.patch_size if interpolate_pos_encoding else None)
         x = self.projection(pixel_values)  # (B, hidden, H/p, W/p)
-        return x.flatten(2).transpose(1, 2)  # (B, N, hidden), patches in row-major (h, w) order
+        return self._normed(x.flatten(2).transpose(1, 2))  # (B, N, hidden), patches in row-major (h, w) order
 
     def patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Patchified pixels (B, N, p*p*C), each patch flattened in (row, column, channel) order
@@ -158,7 +162,7 @@ class ViTPatchEmbeddings(nn.Module):
         c, p = self.pixel_shape[0], self.patch_size
         _check_patches(patches, c * p * p)
         w = self.projection.weight  # (hidden, C, p, p)
-        return F.linear(patches, w.permute(0, 2, 3, 1).reshape(w.shape[0], -1), self.projection.bias)
+        return self._normed(F.linear(patches, w.permute(0, 2, 3, 1).reshape(w.shape[0], -1), self.projection.bias))
 
 
 class ViTEmbeddings(nn.Module):
@@ -458,6 +462,32 @@ class ViTAttentionPool(nn.Module):
         return self.output(self.intermediate(self.layernorm(x)), x)[:, 0]  # (B, hidden)
 
 
+class ViTProbePool(nn.Module):
+    """AIMv2's attention-pooling head: a learned probe is the query itself (no projection), keys
+    and values are projected from the tokens, the heads merged by a Linear; no MLP, no residual."""
+
+    def __init__(self, config: ViTConfig, attention_impl: AttentionImpl = "sdpa") -> None:
+        super().__init__()
+        self.attend = _attention_fn(attention_impl)
+        self.num_heads = config.map_heads
+        d = config.hidden_size
+        self.probe = nn.Parameter(torch.empty(1, 1, d))
+        self.key = nn.Linear(d, d, bias=config.qkv_bias)
+        self.value = nn.Linear(d, d, bias=config.qkv_bias)
+        self.dense = nn.Linear(d, d)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, d = t.shape
+        return t.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # (B, heads, N, head_dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b = tokens.shape[0]
+        q = self._split(self.probe.expand(b, -1, -1).to(tokens.dtype))  # (B, heads, 1, head_dim)
+        out = self.attend(q, self._split(self.key(tokens)), self._split(self.value(tokens)), self.dropout, mask)
+        return self.dense(out.transpose(1, 2).reshape(b, -1))  # (B, hidden)
+
+
 def _map_config(config: ViTConfig) -> ViTConfig:
     """The config the MAP head's modules are built from (vit_flax builds its head the same way)."""
     return config.replace(qk_norm=False, qkv_bias=True, key_bias=True, proj_bias=True, mlp_bias=True,
@@ -480,7 +510,8 @@ class VisionTransformer(nn.Module):
         self.rope = ViTRotaryEmbedding(config) if config.rope_type != "none" else None
         self.encoder = ViTEncoder(config, attention_impl)
         self.layernorm = _norm(config)
-        self.attention_pool = ViTAttentionPool(config, attention_impl) if config.pooling == "map" else None
+        pools = {"map": ViTAttentionPool, "probe": ViTProbePool}
+        self.attention_pool = pools[config.pooling](config, attention_impl) if config.pooling in pools else None
         # CLIP's visual_projection: the pooled embedding mapped to the joint image-text space
         self.projection = (nn.Linear(config.hidden_size, config.projection_size, bias=False)
                            if config.projection_size else None)
@@ -534,7 +565,7 @@ class VisionTransformer(nn.Module):
             pooled = (tokens[:, 0] + tokens[:, 1]) / 2 if config.distillation_token else tokens[:, 0]
         elif config.pooling == "gap":
             pooled = _patch_mean(tokens, config.num_prefix_tokens, mask)
-        elif config.pooling == "map":
+        elif config.pooling in ("map", "probe"):
             pooled = self.attention_pool(tokens, mask)
         else:
             raise ValueError(f"unsupported pooling {config.pooling!r}")
@@ -629,7 +660,7 @@ def init_weights(config: ViTConfig, module: nn.Module) -> None:
             module.mask_token.data.zero_()
     elif isinstance(module, ViTLayerScale):
         module.lambda1.data.fill_(config.layerscale_value)
-    elif isinstance(module, ViTAttentionPool):
+    elif isinstance(module, (ViTAttentionPool, ViTProbePool)):
         _trunc_normal(module.probe.data, std)
 
 

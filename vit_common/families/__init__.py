@@ -1,7 +1,7 @@
 """The registry of source families: the only place the rest of the library asks what a family knows.
 
 One module per family (`vit`, `deit`, `dinov2`, `clip`, `siglip`, `timm`, `google`, `open_clip`,
-`dinov3`, `eva`), each a
+`dinov3`, `eva`, `aimv2`), each a
 `Family` (`vit_common.families.base`). Adding a family whose mechanisms exist is one module here,
 listed in `FAMILIES`, plus its tests.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vit_common.families import clip, deit, dinov2, dinov3, eva, google, open_clip, siglip, timm, vit
+from vit_common.families import aimv2, clip, deit, dinov2, dinov3, eva, google, open_clip, siglip, timm, vit
 from vit_common.families.base import Family, Fields, HFModel
 from vit_common.naming import Naming
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 FAMILIES: tuple[Family, ...] = (vit.FAMILY, deit.FAMILY, dinov2.FAMILY, clip.FAMILY, siglip.FAMILY,
                                 timm.FAMILY, google.FAMILY, open_clip.FAMILY, dinov3.FAMILY,
-                                eva.FAMILY)
+                                eva.FAMILY, aimv2.FAMILY)
 _BY_NAME = {f.name: f for f in FAMILIES}
 NAMINGS: dict[str, Naming] = {n.name: n for f in FAMILIES for n in f.namings}
 _NAMING_FAMILY = {n.name: f for f in FAMILIES for n in f.namings}

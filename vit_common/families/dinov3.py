@@ -39,7 +39,8 @@ HF_DINOV3 = Naming("hf-dinov3", (
     Rename(_L + "intermediate.dense", (_D + "mlp.gate_proj", _D + "mlp.up_proj"), when=_gated),
     Rename(_L + "output.dense", _D + "mlp.down_proj"),
     Rename("layernorm", "norm"),
-), (), markers=("embeddings.patch_embeddings.weight", "layer.0.attention.q_proj.weight"))
+), (), markers=("embeddings.patch_embeddings.weight", "layer.0.attention.q_proj.weight"),
+    empty=lambda c: {} if c.num_register_tokens else {"embeddings.register_tokens": (1, 0, c.hidden_size)})
 
 
 def _flag(data: Mapping[str, Any], key: str, default: bool = True) -> bool:

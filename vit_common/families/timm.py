@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from vit_common.canonical import ATTENTION_POOL, LAYER
+from vit_common.families.aimv2 import is_timm_config as is_aimv2, is_timm_name as is_aimv2_name, timm_fields, timm_hub_args
 from vit_common.families.eva import config_fields as eva_fields, hub_args as eva_hub_args, is_eva_config, is_eva_name
 from vit_common.families.base import (
     IMAGENET_STANDARD_MEAN,
@@ -341,8 +342,8 @@ def config_fields(model_name: str, kwargs: Mapping[str, Any]) -> Fields:
     """Our fields for `timm.create_model(model_name, **kwargs)`; what the switches cannot express
     (rope, Eva, max pooling, ...) is a ValueError naming it."""
     name = model_name.split(".")[0]
-    if is_eva_name(name):  # DINOv3, EVA-02, PE, RoPE ViTs: timm's Eva class
-        return eva_fields(name, kwargs)
+    if is_eva_name(name) or is_aimv2_name(name):  # timm's Eva class (DINOv3, EVA-02, PE, RoPE ViTs), AIMv2
+        return (eva_fields if is_eva_name(name) else timm_fields)(name, kwargs)
     if name.startswith("naflexvit_"):
         try:
             return naflex_fields(name, kwargs)
@@ -372,8 +373,6 @@ FAMILY = Family(
                                      "pooling": "map", "position_embedding_covers_prefix": False,
                                      "position_embedding_resampling": "bilinear_antialias"}},
     reveal=_reveal,
-    # timm's default eval transform of its ViTs (pretrained_cfg of vit_*: inception mean / std,
-    # bicubic, crop_pct 0.9, the centring offset rounded)
     presets={"timm": PRESET},
 )
 
@@ -447,8 +446,8 @@ def hub_args(config: Any) -> tuple[str, dict[str, Any]]:
     """(architecture, model_args) for which `timm.create_model` builds a model of `config`: the
     definition it was read from (or a plain one of the right class), every size and switch stated.
     What timm's VisionTransformer cannot express is a ValueError naming it."""
-    if is_naflex(config) or is_eva_config(config):
-        return naflex_hub_args(config) if is_naflex(config) else eva_hub_args(config)
+    if is_naflex(config) or is_eva_config(config) or is_aimv2(config):
+        return (naflex_hub_args if is_naflex(config) else timm_hub_args if is_aimv2(config) else eva_hub_args)(config)
     wrong = []
     if config.position_embedding_type == "sincos2d":
         wrong.append("position_embedding_type='sincos2d'")
