@@ -150,3 +150,15 @@ def test_flax_twin_keeps_its_float32_promises(half: str) -> None:
         "every reduction (softmax sums and maxima, LayerNorm statistics) in float32"
     dots = [e for e in eqns if e.primitive.name == "dot_general"]
     assert dots and all(e.invars[0].aval.dtype == jdt for e in dots), "matmuls run in the half type"
+    # the softmax's sum of exponentials (written after the product: the late normalisation) reads
+    # them in float32, never rounded to the half type on the way (jnp.sum of a half array upcasts
+    # inside, so the reduction's own dtype cannot tell)
+    made_by = {id(v): e for e in eqns for v in e.outvars}
+    for e in reductions:
+        v, rounded = e.invars[0], False
+        while id(v) in made_by and made_by[id(v)].primitive.name == "convert_element_type":
+            rounded |= made_by[id(v)].invars[0].aval.dtype == jdt
+            v = made_by[id(v)].invars[0]
+        producer = made_by.get(id(v))
+        assert not (rounded and producer is not None and producer.primitive.name == "exp"), \
+            "the exponentials are summed after a round trip through the half type"

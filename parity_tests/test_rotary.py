@@ -34,7 +34,7 @@ CONFIGS = {
     "eva-clip-norms": ViTConfig(**_BASE, rope_type="axial", rope_layout="pairs", attention_norm=True, mlp_norm=True,
                                 mlp_type="swiglu", key_bias=False, qk_norm=True),
     "rmsnorm-biasless": ViTConfig(**_BASE, norm_type="rmsnorm", qkv_bias=False, proj_bias=False, mlp_bias=False,
-                                  class_token=False, pooling="map", pre_norm=True, patch_bias=False),
+                                  class_token=False, pooling="probe", patch_norm=True, mlp_type="swiglu"),
 }
 
 
