@@ -89,6 +89,9 @@ def test_rotary_tables_are_the_sources() -> None:
     """DINOv3's and EVA's tables as their definitions write them (HF's periods, timm's bands)."""
     c = CONFIGS["dinov3"]
     sin, cos = rope_tables(c, (2, 3))
+    prefix = c.num_prefix_tokens  # [CLS] and the registers: angle 0
+    assert np.array_equal(sin[:prefix], np.zeros_like(sin[:prefix])) and np.array_equal(cos[:prefix], 1 + sin[:prefix])
+    sin, cos = sin[prefix:], cos[prefix:]
     hd = c.head_dim
     inv = 1 / 100.0 ** (np.arange(0, 1, 4 / hd))  # HF: 1 / theta ** arange(0, 1, 4 / head_dim)
     ys, xs = np.meshgrid((np.arange(2) + 0.5) / 2 * 2 - 1, (np.arange(3) + 0.5) / 3 * 2 - 1, indexing="ij")
@@ -96,7 +99,7 @@ def test_rotary_tables_are_the_sources() -> None:
     angles = np.tile(angles.reshape(6, -1), 2)
     assert np.allclose(sin, np.sin(angles), atol=1e-15) and np.allclose(cos, np.cos(angles), atol=1e-15)
     e = CONFIGS["axial-pairs-xy-ref"]
-    sin, _ = rope_tables(e, (3, 2))
+    sin = rope_tables(e, (3, 2))[0][e.num_prefix_tokens:]
     bands = 1e4 ** -(np.arange(e.head_dim // 4) / (e.head_dim // 4))
     t_x = (np.arange(2) + 1.0) / 2 * 7  # xy: columns first, each rescaled to its reference size
     t_y = (np.arange(3) + 1.0) / 3 * 5
@@ -128,9 +131,8 @@ def test_half_precision_keeps_tables_and_rms_statistics_in_float32(half: str) ->
     reductions = [e for e in eqns if e.primitive.name == "reduce_sum"]
     assert reductions and all(e.invars[0].aval.dtype == jnp.float32 for e in reductions), \
         "RMSNorm's mean square and the softmax sums in float32"
-    # the rotation's products: (1, heads, 12 patches, head_dim), the prefix tokens aside
-    muls = [e for e in eqns if e.primitive.name == "mul"
-            and e.outvars[0].aval.shape == (1, config.num_attention_heads, 12, config.head_dim)]
+    # the rotation's products: (1, heads, 3 prefix + 12 patches, head_dim)
+    muls = [e for e in eqns if e.primitive.name == "mul" and e.invars[1].aval.shape[-2:] == (15, config.head_dim)]
     assert muls and all(e.outvars[0].aval.dtype == jnp.float32 for e in muls), "the rotation in float32"
 
 
@@ -168,3 +170,31 @@ def test_every_norm_on_a_drifted_stream(name: str) -> None:
         got = np.asarray(_flax_module(fx, path)(jnp.asarray(h)))
         # float32 two-pass rounding of the offset: ~4e-4; the one-pass variance: ~3e-2
         assert np.abs(got - want).max() <= 3e-3, path
+
+
+def test_tables_once_per_grid_and_no_retrace(monkeypatch) -> None:
+    """One table per forward (not per layer), cached per grid; the jitted Flax model compiles once
+    per input shape, not per call."""
+    import vit_common.rotary as rotary
+
+    config = CONFIGS["dinov3"].replace(num_hidden_layers=3)
+    calls = []
+    real = rotary.rope_tables
+    monkeypatch.setattr("vit_torch.model.rope_tables", lambda c, g: calls.append(g) or real(c, g))
+    pt = vit_torch.VisionTransformer(config).eval()
+    with torch.no_grad():
+        pt(torch.zeros(1, 3, 24, 32))
+    assert calls == [(3, 4)]
+    before = rotary._tables.cache_info().hits
+    real(config, (3, 4))
+    assert rotary._tables.cache_info().hits == before + 1  # the grid's table is made once
+    fx = vit_flax.VisionTransformer(config)
+    params = fx.init(jax.random.PRNGKey(0), jnp.zeros((1, 24, 32, 3)))
+    apply = jax.jit(fx.apply)
+    for seed in range(3):
+        apply(params, jnp.full((2, 24, 32, 3), float(seed)))
+    assert apply._cache_size() == 1
+    any_size = jax.jit(lambda p, x: fx.apply(p, x, interpolate_pos_encoding=True))
+    for shape in ((2, 40, 24, 3), (2, 24, 32, 3), (2, 40, 24, 3), (2, 24, 32, 3)):
+        any_size(params, jnp.zeros(shape))
+    assert any_size._cache_size() == 2  # one program per grid

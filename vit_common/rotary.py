@@ -15,6 +15,10 @@ so that both twins read the very same table:
   as meshgrid 'ij'; `xy`: columns first);
 - layout: a frequency's two channels are the two halves of head_dim (`halves`, rotate-half,
   `[a, a]`) or adjacent (`pairs`, interleaved, `[a0, a0, a1, a1, ...]`).
+
+The tables have a row for every token: the prefix tokens ([CLS], registers), which the sources
+leave unrotated, get angle 0 (sin 0, cos 1 exactly), so the twins rotate the whole sequence
+without slicing it apart and joining it again.
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ if TYPE_CHECKING:
 
 
 def rope_coords(config: ViTConfig, grid: tuple[int, int]) -> np.ndarray:
-    """The (gh * gw, 2) positions of the patches in row-major order, in the model's axis order."""
+    """The (prefix + gh * gw, 2) positions: zeros for the prefix tokens, then the patches in
+    row-major order, in the model's axis order."""
     return _coords(config.rope_type, config.rope_axis_order, config.rope_ref_grid, config.rope_grid_offset,
-                   tuple(grid))
+                   tuple(grid), config.num_prefix_tokens)
 
 
 @functools.lru_cache(maxsize=64)
 def _coords(kind: str, order: str, ref: tuple[int, int] | None, offset: float,
-            grid: tuple[int, int]) -> np.ndarray:
+            grid: tuple[int, int], prefix: int) -> np.ndarray:
     axes = []
     for size, ref_size in zip(grid, ref or (None, None)):
         if kind == "dinov3":
@@ -52,6 +57,7 @@ def _coords(kind: str, order: str, ref: tuple[int, int] | None, offset: float,
     ys, xs = np.meshgrid(axes[0], axes[1], indexing="ij")  # (gh, gw) each
     pair = (ys, xs) if order == "yx" else (xs, ys)
     out = np.stack([a.reshape(-1) for a in pair], axis=-1)  # (N, 2)
+    out = np.concatenate([np.zeros((prefix, 2)), out])  # angle 0 for the prefix tokens
     out.setflags(write=False)
     return out
 
@@ -73,18 +79,19 @@ def expand_layout(angles: np.ndarray, layout: str) -> np.ndarray:
 
 
 def rope_tables(config: ViTConfig, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(sin, cos) of the angles, each (gh * gw, head_dim) float64, for dinov3 and axial rotary
-    embeddings (mixed has learned frequencies: `rope_coords` and the model's own)."""
+    """(sin, cos) of the angles, each (prefix + gh * gw, head_dim) float64, for dinov3 and axial
+    rotary embeddings (mixed has learned frequencies: `rope_coords` and the model's own)."""
     if config.rope_type not in ("dinov3", "axial"):
         raise ValueError(f"rope_tables: rope_type {config.rope_type!r} has no fixed table")
     return _tables(config.rope_type, config.rope_theta, config.head_dim, config.rope_layout,
-                   config.rope_axis_order, config.rope_ref_grid, config.rope_grid_offset, tuple(grid))
+                   config.rope_axis_order, config.rope_ref_grid, config.rope_grid_offset, tuple(grid),
+                   config.num_prefix_tokens)
 
 
 @functools.lru_cache(maxsize=64)
 def _tables(kind: str, theta: float, head_dim: int, layout: str, order: str, ref: tuple[int, int] | None,
-            offset: float, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    coords = _coords(kind, order, ref, offset, grid)  # (N, 2)
+            offset: float, grid: tuple[int, int], prefix: int) -> tuple[np.ndarray, np.ndarray]:
+    coords = _coords(kind, order, ref, offset, grid, prefix)  # (prefix + N, 2)
     bands = head_dim // 4
     freqs = theta ** -(np.arange(bands, dtype=np.float64) / bands)
     scale = 2.0 * math.pi if kind == "dinov3" else 1.0

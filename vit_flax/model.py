@@ -21,7 +21,7 @@ from vit_common.resample import resampling_matrices, sincos2d_table
 from vit_common.rotary import mixed_freqs_init, rope_coords, rope_tables
 from vit_flax.module_base import ModuleList, ViTModule, layer_stack
 
-# (sin, cos) of the rotary angles: (N_patches, head_dim), or (heads, N_patches, head_dim) per layer
+# (sin, cos) of the rotary angles, a row per token: (N, head_dim), or (heads, N, head_dim) per layer
 Rope = tuple[jax.Array, jax.Array]
 
 
@@ -146,19 +146,18 @@ def _norm(m: ViTModule) -> nn.Module:
 
 
 def _rotate(x: jax.Array, sin: jax.Array, cos: jax.Array, layout: str) -> jax.Array:
-    """Rotary embedding of the last sin.shape[-2] tokens of x (B, heads, N, head_dim), the prefix
-    tokens left as they are; the rotation runs in the tables' precision (at least float32)."""
-    n = sin.shape[-2]
-    prefix, patches = x[..., :-n, :], x[..., -n:, :].astype(sin.dtype)
+    """Rotary embedding of x (B, heads, N, head_dim) by tables with a row per token: the prefix
+    tokens' rows are sin 0, cos 1, so they pass unchanged (exactly, as the sources leave them). The
+    rotation runs in the tables' precision (at least float32)."""
+    xt = x.astype(sin.dtype)
     if layout == "halves":  # rotate-half: (x1, x2) -> (-x2, x1)
-        x1, x2 = jnp.split(patches, 2, axis=-1)
+        x1, x2 = jnp.split(xt, 2, axis=-1)
         turned = jnp.concatenate([-x2, x1], axis=-1)
     elif layout == "pairs":  # interleaved: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
-        turned = jnp.stack([-patches[..., 1::2], patches[..., ::2]], axis=-1).reshape(patches.shape)
+        turned = jnp.stack([-xt[..., 1::2], xt[..., ::2]], axis=-1).reshape(xt.shape)
     else:
         raise ValueError(f"unsupported rope_layout {layout!r}")
-    rotated = (patches * cos + turned * sin).astype(x.dtype)
-    return jnp.concatenate([prefix, rotated], axis=-2)
+    return (xt * cos + turned * sin).astype(x.dtype)
 
 
 class ViTPatchEmbeddings(ViTModule):

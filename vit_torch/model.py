@@ -21,7 +21,7 @@ from vit_common.config import AttentionImpl, ViTConfig
 from vit_common.resample import resampling_matrices, sincos2d_table
 from vit_common.rotary import mixed_freqs_init, rope_coords, rope_tables
 
-# (sin, cos) of the rotary angles: (N_patches, head_dim), or (heads, N_patches, head_dim) per layer
+# (sin, cos) of the rotary angles, a row per token: (N, head_dim), or (heads, N, head_dim) per layer
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -122,19 +122,18 @@ def _norm(config: ViTConfig, width: int | None = None) -> nn.Module:
 
 
 def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, layout: str) -> torch.Tensor:
-    """Rotary embedding of the last sin.shape[-2] tokens of x (B, heads, N, head_dim), the prefix
-    tokens left as they are; the rotation runs in the tables' precision (at least float32)."""
-    n = sin.shape[-2]
-    prefix, patches = x[..., :-n, :], x[..., -n:, :].to(sin.dtype)
+    """Rotary embedding of x (B, heads, N, head_dim) by tables with a row per token: the prefix
+    tokens' rows are sin 0, cos 1, so they pass unchanged (exactly, as the sources leave them). The
+    rotation runs in the tables' precision (at least float32)."""
+    xt = x.to(sin.dtype)
     if layout == "halves":  # rotate-half: (x1, x2) -> (-x2, x1)
-        x1, x2 = patches.chunk(2, dim=-1)
+        x1, x2 = xt.chunk(2, dim=-1)
         turned = torch.cat([-x2, x1], dim=-1)
     elif layout == "pairs":  # interleaved: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
-        turned = torch.stack([-patches[..., 1::2], patches[..., ::2]], dim=-1).flatten(-2)
+        turned = torch.stack([-xt[..., 1::2], xt[..., ::2]], dim=-1).flatten(-2)
     else:
         raise ValueError(f"unsupported rope_layout {layout!r}")
-    rotated = (patches * cos + turned * sin).to(x.dtype)
-    return torch.cat([prefix, rotated], dim=-2)
+    return (xt * cos + turned * sin).to(x.dtype)
 
 
 class ViTPatchEmbeddings(nn.Module):
