@@ -53,7 +53,7 @@ def test_demo_reports_a_mismatch(monkeypatch) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "Q/16"], "unknown ViT preset 'Q/16'"),
-    (["--preset", "vit_base_patch16_rope_224"], "rope"),
+    (["--preset", "vit_pe_spatial_tiny_patch16_512"], "final norm"),
     (["does-not-exist.png", "--preset", "Ti/16"], "does-not-exist.png"),
     (["--batch-size", "0"], "--batch-size"),
 ])
