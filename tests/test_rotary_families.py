@@ -158,25 +158,33 @@ def test_published_parameter_counts(name: str) -> None:
     assert ours == theirs == flax_count, (ours, theirs, flax_count)
 
 
-def test_every_eva_definition_has_timms_parameter_count() -> None:
-    """Every timm Eva name from_timm accepts, against the model timm builds (meta tensors)."""
+def test_every_eva_and_aimv2_definition_is_timms() -> None:
+    """Every timm Eva and AIMv2 name from_timm accepts, against the model timm builds (meta
+    tensors): the parameter count, and the default tag's preprocessing (timm's pretrained_cfg)."""
+    from vit_common.families.aimv2 import TIMM_DEFINITIONS
     from vit_common.families.eva import DEFINITIONS
+    from vit_common.preprocessing import preprocessing_for
 
     wrong, refused = {}, set()
-    for name in DEFINITIONS:
+    for name in [*DEFINITIONS, *TIMM_DEFINITIONS]:
         try:
             config = ViTConfig.from_timm(name)
         except ValueError as e:  # named, with its reason
             assert "not expressible" in str(e), (name, e)
             refused.add(name)
             continue
-        theirs = sum(p.numel() for p in timm.create_model(name, pretrained=False, device="meta").parameters())
+        model = timm.create_model(name, pretrained=False, device="meta")
+        theirs = sum(p.numel() for p in model.parameters())
         cls = vit_torch.ViTForImageClassification if config.num_labels else vit_torch.VisionTransformer
         with torch.device("meta"):
             ours = sum(p.numel() for p in cls(config).parameters())
         if ours != theirs:
             wrong[name] = (ours, theirs)
-    assert not wrong and len(DEFINITIONS) - len(refused) >= 40, wrong
+        tag, pre = model.pretrained_cfg, preprocessing_for(config)
+        if ((pre.mean, pre.std, pre.resample, pre.crop_pct, pre.crop_mode, pre.crop_rounding, pre.resize_in_float)
+                != (tag["mean"], tag["std"], tag["interpolation"], tag["crop_pct"], tag["crop_mode"], "round", False)):
+            wrong[name] = (pre, tag)
+    assert not wrong and len(DEFINITIONS) - len(refused) >= 40 and len(TIMM_DEFINITIONS) >= 12, wrong
     # PE spatial has no final norm at all (its tokens are the output): no switch of ours
     assert refused == {n for n in DEFINITIONS if n.startswith("vit_pe_spatial_")}
 

@@ -163,7 +163,8 @@ def _named_config(config: ConfigSource) -> tuple[ConfigSource, dict[str, Any] | 
             return config, None
         except ValueError as preset_error:
             try:
-                return ViTConfig.from_timm(config), dataclasses.asdict(PIPELINES["timm"])
+                named = ViTConfig.from_timm(config)  # its definition's default tag, else timm's usual
+                return named, named.extra.get("preprocessing") or dataclasses.asdict(PIPELINES["timm"])
             except ValueError as timm_error:
                 if os.path.isfile(config):  # no preset, no timm name, but a file: as vit-convert --config
                     return _named_config(_as_path(config))
@@ -310,8 +311,9 @@ def load_checkpoint(path: str | os.PathLike, config: ConfigSource = None, *,
                f"{', ...' if len(bad) > 8 else ''}")
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
+    # a hub folder's pretrained_cfg is the file's word: it wins over its definition's default tag
     preprocessing = hub_preprocessing or _preprocessing(path, naming.name)
-    if preprocessing is not None and "preprocessing" not in resolved.extra:
+    if hub_preprocessing is not None or (preprocessing is not None and "preprocessing" not in resolved.extra):
         resolved = resolved.replace(extra={**resolved.extra, "preprocessing": preprocessing})
     return Checkpoint(state, resolved, described, notes)
 

@@ -65,8 +65,13 @@ class Preprocessing:
     # the centring offset of an odd margin: torchvision / timm round half to even, HF's processors
     # floor ((margin) // 2): one pixel apart on a 427 x 640 photo cropped to 224
     crop_rounding: CropRounding = "round"
+    # an 8-bit image resized as floats, never rounded back to 8 bits (HF's torchvision-only
+    # processors, DINOv3's): one 8-bit level (0.017 after ImageNet's std) from the 8-bit resize
+    resize_in_float: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.resize_in_float, bool):
+            raise ValueError(f"resize_in_float must be true or false, got {self.resize_in_float!r}")
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {tuple(_RESAMPLE)}, got {self.resample!r}")
         if self.crop_mode not in ("center", "squash"):
@@ -112,7 +117,8 @@ class Preprocessing:
             crop = {"crop_pct": data["crop_pct"], "crop_mode": data.get("crop_mode", "center")}
         elif given.get("do_center_crop") and given.get("do_resize", True):
             crop = _hf_crop(given.get("size"), given.get("crop_size"))
-        return cls(mean=mean, std=std, resample=resample, **crop)  # type: ignore[arg-type]
+        return cls(mean=mean, std=std, resample=resample, resize_in_float=given.get("resize_in_float", False),
+                   **crop)  # type: ignore[arg-type]
 
     @classmethod
     def from_hf_file(cls, path: str | os.PathLike) -> Preprocessing:
@@ -137,6 +143,8 @@ class Preprocessing:
             "do_resize": True, "do_rescale": True, "do_normalize": True, "rescale_factor": 1 / 255,
             "image_mean": list(self.mean), "image_std": list(self.std),
             "resample": {"bilinear": 2, "bicubic": 3}[self.resample]}
+        if self.resize_in_float:  # our key, read back as it is (HF's processors ignore it)
+            data["resize_in_float"] = True
         if self.crop_pct is None:
             data.update(image_processor_type=family.resize_processor, size={"height": h, "width": w})
             return data
@@ -372,7 +380,10 @@ def preprocess_array(image: ImageInput, config: ViTConfig | None = None, *,
 
 
 def _resize(img: Image.Image | np.ndarray, height: int, width: int, s: Preprocessing) -> np.ndarray:
-    """Resize (and crop) with PIL; 8-bit images stay 8-bit until the end, as in HF and timm."""
+    """Resize (and crop) with PIL; 8-bit images stay 8-bit until the end, as in HF and timm, unless
+    the settings resize them as floats."""
+    if s.resize_in_float and isinstance(img, Image.Image):
+        img = np.asarray(img, np.float32).reshape(img.height, img.width, -1) / np.float32(255.0)
     if isinstance(img, np.ndarray):  # float data: each channel as a PIL "F" image
         planes = [Image.fromarray(np.ascontiguousarray(img[..., c])) for c in range(img.shape[-1])]
         planes = [_resize_one(p, height, width, s) for p in planes]

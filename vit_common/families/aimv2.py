@@ -86,7 +86,8 @@ def timm_fields(name: str, kwargs: Mapping[str, Any]) -> Fields:
                 proj_bias=args["proj_bias"], mlp_bias=args["proj_bias"], num_labels=args["num_classes"],
                 class_token=args["class_token"], pooling=pools[args["global_pool"]],
                 final_norm="pooled" if args["fc_norm"] else "tokens", position_embedding_covers_prefix=False,
-                position_embedding_resampling="bicubic_antialias", extra={"timm_model": name, "timm_class": "aimv2"},
+                position_embedding_resampling="bicubic_antialias",
+                extra={"timm_model": name, "timm_class": "aimv2", "preprocessing": dict(_TIMM_PRESET)},
                 norm_type="rmsnorm", patch_norm=True, mlp_type="swiglu")
 
 
@@ -142,6 +143,9 @@ _DEFAULTS = dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
 # AIMv2's processor (CLIPImageProcessor): shorter side to 224, centre crop, CLIP's mean / std
 PRESET = {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "resample": "bicubic", "crop_pct": 1.0,
           "crop_mode": "center", "crop_rounding": "floor"}
+
+# timm's aimv2_* pretrained_cfg: the same, its centre crop rounding the offset
+_TIMM_PRESET = {**PRESET, "crop_rounding": "round", "resize_in_float": False}
 
 FAMILY = Family(
     name="aimv2",

@@ -112,7 +112,7 @@ FAMILY = Family(
     # BitImageProcessor as DINOv2's checkpoints configure it: shorter side to 256, centre crop 224
     presets={"dinov2": {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "resample": "bicubic",
                         "crop_pct": 0.875, "crop_mode": "center", "crop_rounding": "floor"}},
-    marks=lambda c: c.layer_scale,
+    marks=lambda c: c.layer_scale and c.rope_type == "none",
     processors={"BitImageProcessor": {"resample": 3, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
                                       "do_center_crop": True, "size": {"shortest_edge": 224},
                                       "crop_size": {"height": 224, "width": 224}}},

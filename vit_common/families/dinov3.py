@@ -89,9 +89,10 @@ SWITCHES = {"position_embedding_type": "none", "layer_scale": True, "mask_token"
 _DEFAULTS = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                  hidden_act="gelu", layer_norm_eps=1e-5, image_size=224, patch_size=16, num_channels=3,
                  layerscale_value=1.0)
-# DINOv3ViTImageProcessor: a straight 224 x 224 bilinear resize, ImageNet mean / std
-PRESET = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "resample": "bilinear", "crop_pct": 1.0,
-          "crop_mode": "squash", "crop_rounding": "floor"}
+# DINOv3ViTImageProcessor: a straight 224 x 224 bilinear resize, ImageNet mean / std; torchvision's
+# resize of the image as floats (HF has no PIL DINOv3 processor), never rounded back to 8 bits
+PRESET = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "resample": "bilinear", "crop_pct": None,
+          "resize_in_float": True}
 
 FAMILY = Family(
     name="dinov3",
@@ -107,4 +108,7 @@ FAMILY = Family(
                 example={**SWITCHES, "key_bias": False, "num_register_tokens": 4, "layer_norm_eps": 1e-5}),),
     presets={"dinov3": PRESET},
     marks=lambda c: c.rope_type == "dinov3",
+    processors={"DINOv3ViTImageProcessor": {"resample": 2, "image_mean": IMAGENET_DEFAULT_MEAN,
+                                            "image_std": IMAGENET_DEFAULT_STD, "size": {"height": 224, "width": 224},
+                                            "resize_in_float": True}},
 )

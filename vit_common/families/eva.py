@@ -181,7 +181,25 @@ def config_fields(name: str, kwargs: Mapping[str, Any]) -> Fields:
         if key not in _EVA_DEFAULTS and key not in _REFUSED:
             raise ValueError(f"timm Eva argument {key!r} is not expressible by this ViT")
         args[key] = value
-    return {**fields_from_args(args), "extra": {"timm_model": name, **_extra(args)}}
+    return {**fields_from_args(args), "extra": {"timm_model": name, **_extra(args),
+                                                "preprocessing": default_preprocessing(name)}}
+
+
+def default_preprocessing(name: str) -> Fields:
+    """The preprocessing of a definition's default tag (its timm pretrained_cfg; a hub folder's
+    config.json carries its own, which wins)."""
+    imagenet, clip = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    stats, crop_pct, mode = imagenet, 0.9, "center"  # timm's RoPE ViTs (naver_in1k)
+    if "dinov3" in name:
+        crop_pct = 1.0
+    elif name.startswith("eva02_"):  # the MIM-only 224 tags crop 0.9; the 448 fine-tunes squash
+        stats, crop_pct, mode = clip, 0.9 if name.endswith("_224") else 1.0, "squash" if name.endswith("_448") else mode
+    elif name.startswith("vit_pe_"):
+        stats, crop_pct = (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD), 1.0
+    elif name.endswith("_gap_256"):  # the sbb_in1k tags
+        stats, crop_pct = clip if "betwixt" in name else (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD), 0.95
+    return {"mean": stats[0], "std": stats[1], "resample": "bicubic", "crop_pct": crop_pct, "crop_mode": mode,
+            "crop_rounding": "round", "resize_in_float": False}
 
 
 def _extra(args: Mapping[str, Any]) -> dict[str, str]:
