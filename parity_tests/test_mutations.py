@@ -73,6 +73,27 @@ def test_the_slip_is_caught(tmp_path: Path, mutation: Mutation, server: _Server)
     assert "1 failed" in out.strip().splitlines()[-1]
 
 
+def _cheapest_per_file() -> list[str]:
+    """One check from each test file the catalogue names (its first by name)."""
+    first: dict[str, str] = {}
+    for check in sorted({m.check for m in CATALOGUE}):
+        first.setdefault(check.split("::")[0], check)
+    return list(first.values())
+
+
+@pytest.mark.parametrize("check", _cheapest_per_file(), ids=lambda c: c.split("::")[0])
+def test_an_unchanged_copy_passes_each_files_checks(tmp_path: Path, check: str, server: _Server) -> None:
+    """The copy and the server work for every test file the catalogue uses (its fixtures, its data,
+    its imports from the copy): an unchanged copy passes there, so a failure above is the slip's.
+    Each check itself passes in this very run on the project's own tree; the full clean run of
+    every check in a fresh process is in the slow set (make test-mutations runs it)."""
+    code, out = server.run(_copy(tmp_path), check)
+    assert code == 0, f"{check} failed on an unchanged copy\n{out[-3000:]}"
+    last = out.strip().splitlines()[-1]
+    assert " passed" in last and "failed" not in last and "error" not in last, last
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("half", [0, 1])
 def test_the_checks_pass_without_the_slips(tmp_path: Path, half: int) -> None:
     """The same checks on an unchanged copy pass, in a fresh process (not the server): a failure

@@ -56,7 +56,7 @@ def test_torch_matches_hf_interpolate_pos_encoding(tmp_path) -> None:
         assert max_diff(want, got.numpy()) <= 1e-5, (h, w)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "float64"])
 def test_twins_agree_at_other_sizes(dtype: str) -> None:
     config = CFG.replace(image_size=(24, 30))  # a non-square grid to start from, too
     torch_dtype, jax_dtype = (torch.float32, jnp.float32) if dtype == "float32" else (torch.float64, jnp.float64)

@@ -49,7 +49,8 @@ for name, cfg in CONFIGS.items():
     reference = {}  # the single-device step, once per optimizer
     for scan in ((False, True) if name == "classic" else (False,)):
         p = stack_layers(params) if scan else params
-        for data, model in ((2, 4), (8, 1)):
+        # classic ViT on both meshes (and scanned); the families' switches on the (2, 4) mesh
+        for data, model in ((2, 4), (8, 1)) if name == "classic" else ((2, 4),):
             mesh = make_mesh(data, model)
             tag = f"{name}{'-scan' if scan else ''}-{data}x{model}"
             engine = InferenceEngine(cfg, p, batch_size=8, mesh=mesh)
@@ -96,7 +97,7 @@ def measured() -> dict:
 
 
 def test_sharded_inference_equals_one_device(measured) -> None:
-    assert len(measured) == 8  # three configs on two meshes, classic ViT scanned too
+    assert len(measured) == 6  # classic ViT on two meshes, scanned too; the families on (2, 4)
     for tag, entry in measured.items():
         assert entry["infer"] <= 1e-5, (tag, entry["infer"])
 
@@ -107,7 +108,7 @@ def test_sharded_training_step_equals_one_device(measured) -> None:
     parameters whose gradient is rounding noise, such as the key biases, move by +-lr either way);
     parameters and moments keep their shardings."""
     steps = {tag: e for tag, e in measured.items() if "sgd" in e}
-    assert len(steps) == 4  # classic ViT and DINOv2-reg on two meshes
+    assert len(steps) == 3  # classic ViT on two meshes, DINOv2-reg on (2, 4)
     for tag, entry in steps.items():
         assert entry["sgd"]["loss"] <= 1e-5 and entry["sgd"]["params"] <= 1e-5, (tag, entry["sgd"])
         assert entry["adamw"]["loss"] <= 1e-12 and entry["adamw"]["params"] <= 1e-12, (tag, entry["adamw"])
