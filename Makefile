@@ -9,7 +9,12 @@ PY     := $(VENV)/bin/python
 # torch is pinned to the build that lies on the development machine's disk; torchvision
 # beside it keeps a later timm install from moving torch. pyproject.toml keeps lower bounds only.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-PYTEST := $(PY) -m pytest -n 2
+# jax's persistent compilation cache, fresh for each run and shared by the two test workers and
+# every process they start (the mutation checks, the docs' snippets, the tools): an executable is
+# compiled once per run, not once per process (the components' parity alone: 112 s -> 91 s)
+JAX_CACHE := $(CURDIR)/.jax_cache
+PYTEST := rm -rf $(JAX_CACHE) && JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+          JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 $(PY) -m pytest -n 2
 
 .PHONY: setup demo test test-fast test-slow test-all test-mutations bench clean
 
@@ -50,4 +55,4 @@ bench: setup
 	$(PY) benchmarks/convert_benchmark.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis $(JAX_CACHE)
