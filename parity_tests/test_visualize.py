@@ -16,7 +16,7 @@ from vit_common.preprocessing import PIPELINES, demo_image, preprocess_array
 from vit_common.visualize import denormalize, overlay_attention, save_png
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "float64"])
 @pytest.mark.parametrize("config_name", ["h48-3heads", "nonsquare-noqkvbias-tanh", "deep-eps1e-6"])
 def test_cls_attention_twins_agree(config_name: str, dtype: str) -> None:
     t = make_twin(TINY_CONFIGS[config_name], dtype, "torch->flax")

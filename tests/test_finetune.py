@@ -89,6 +89,7 @@ def test_every_family_fine_tunes_alike_in_both_frameworks(tmp_path, family: str)
         assert float(np.abs(got - want).max()) <= 1e-5 and float(np.abs(flax_got - want).max()) <= 1e-5
 
 
+@pytest.mark.slow  # CI time; the scanned mesh run below keeps --scan-layers and --mesh in the default set
 def test_flax_scale_options_keep_the_loss_curve(tmp_path) -> None:
     """Scanned, rematerialised and on a (1, 1) mesh, the Flax run is the same function and the same
     optimizer: its losses equal the plain run's (float32 rounding of a differently compiled program)."""
