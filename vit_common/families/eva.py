@@ -187,19 +187,19 @@ def config_fields(name: str, kwargs: Mapping[str, Any]) -> Fields:
 
 def default_preprocessing(name: str) -> Fields:
     """The preprocessing of a definition's default tag (its timm pretrained_cfg; a hub folder's
-    config.json carries its own, which wins)."""
-    imagenet, clip = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-    stats, crop_pct, mode = imagenet, 0.9, "center"  # timm's RoPE ViTs (naver_in1k)
+    config.json carries its own, which wins): the family's presets, a crop or statistics apart."""
     if "dinov3" in name:
-        crop_pct = 1.0
+        pre = _PRESETS["timm-dinov3"]
     elif name.startswith("eva02_"):  # the MIM-only 224 tags crop 0.9; the 448 fine-tunes squash
-        stats, crop_pct, mode = clip, 0.9 if name.endswith("_224") else 1.0, "squash" if name.endswith("_448") else mode
+        pre = _PRESETS["eva02"] if name.endswith("_224") else {
+            **_PRESETS["eva02"], "crop_pct": 1.0, "crop_mode": "squash" if name.endswith("_448") else "center"}
     elif name.startswith("vit_pe_"):
-        stats, crop_pct = (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD), 1.0
-    elif name.endswith("_gap_256"):  # the sbb_in1k tags
-        stats, crop_pct = clip if "betwixt" in name else (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD), 0.95
-    return {"mean": stats[0], "std": stats[1], "resample": "bicubic", "crop_pct": crop_pct, "crop_mode": mode,
-            "crop_rounding": "round", "resize_in_float": False}
+        pre = _PRESETS["pe"]
+    elif name.endswith("_gap_256"):  # the sbb_in1k tags: PE's statistics (CLIP's for betwixt), crop 0.95
+        pre = {**_PRESETS["eva02" if "betwixt" in name else "pe"], "crop_pct": 0.95}
+    else:  # timm's RoPE ViTs (naver_in1k)
+        pre = {**_PRESETS["timm-dinov3"], "crop_pct": 0.9}
+    return {**pre, "resize_in_float": False}
 
 
 def _extra(args: Mapping[str, Any]) -> dict[str, str]:
@@ -338,17 +338,17 @@ def is_eva_config(config: Any) -> bool:
             or config.extra.get("timm_class") == "eva" or not config.key_bias)
 
 
+# the default tags' pretrained_cfg (a hub folder carries its own): DINOv3 at 256, EVA-02, PE
+_TIMM_CROP = {"resample": "bicubic", "crop_mode": "center", "crop_rounding": "round"}
+_PRESETS = {"timm-dinov3": {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "crop_pct": 1.0, **_TIMM_CROP},
+           "eva02": {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "crop_pct": 0.9, **_TIMM_CROP},
+           "pe": {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "crop_pct": 1.0, **_TIMM_CROP}}
+
 FAMILY = Family(
     name="eva",
     summary="timm's Eva class: DINOv3, EVA-02, Perception Encoder and timm's RoPE ViTs",
     namings=(TIMM_EVA,),
     naming_defaults={"timm-eva": {"hidden_act": "gelu", "layer_norm_eps": 1e-6,
                                   "position_embedding_resampling": "bicubic_antialias"}},
-    # the default tags' pretrained_cfg (a hub folder carries its own): DINOv3 at 256, EVA-02, PE
-    presets={"timm-dinov3": {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "resample": "bicubic",
-                             "crop_pct": 1.0, "crop_mode": "center", "crop_rounding": "round"},
-             "eva02": {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "resample": "bicubic", "crop_pct": 0.9,
-                       "crop_mode": "center", "crop_rounding": "round"},
-             "pe": {"mean": IMAGENET_STANDARD_MEAN, "std": IMAGENET_STANDARD_STD, "resample": "bicubic",
-                    "crop_pct": 1.0, "crop_mode": "center", "crop_rounding": "round"}},
+    presets=_PRESETS,
 )
